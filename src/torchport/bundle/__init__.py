@@ -1,0 +1,1 @@
+"""The bundle format (manifest, golden tensors, safe reading) and its writer."""

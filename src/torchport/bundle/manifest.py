@@ -1,0 +1,243 @@
+"""The bundle format: the contract with every runtime in every language.
+
+``manifest.json`` names every file of the bundle with its SHA-256 and size; tensors in ``golden/`` are raw
+little-endian, C-order arrays whose dtype and shape the manifest gives, so a reader in any language needs no
+NumPy. Readers refuse a path that leaves the bundle and a file whose checksum does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from torchport.errors import BundleError
+
+FORMAT_VERSION = "1.0"
+MANIFEST = "manifest.json"
+DTYPES: dict[str, str] = {"float32": "<f4", "float16": "<f2", "int64": "<i8", "int32": "<i4", "uint8": "|u1"}
+
+Dtype = Literal["float32", "float16", "int64", "int32", "uint8"]
+Sha256 = str
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Model):
+    """An input or output of the model; ``"batch"`` marks the dynamic first axis."""
+
+    name: str
+    dtype: Dtype
+    shape: list[int | Literal["batch"]]
+
+
+class FileEntry(_Model):
+    path: str = Field(description="relative to the bundle folder, '/'-separated; never absolute, never '..'")
+    sha256: Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class Artifact(FileEntry):
+    kind: Literal["onnx", "aoti", "ort"] = Field(description="onnx: ONNX model; aoti: AOTInductor .pt2; ort: ORT format")
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    opset: int | None = None
+    runtime: str = Field(description="the runtime the artifact is verified in, e.g. onnxruntime")
+
+
+class GoldenTensor(FileEntry):
+    name: str
+    dtype: Dtype
+    shape: list[int]
+
+
+class Golden(_Model):
+    """Validation samples and the PyTorch reference's outputs for them, for conformance in any language."""
+
+    samples: int
+    byte_order: Literal["little"] = "little"
+    layout: Literal["row-major"] = "row-major"
+    inputs: list[GoldenTensor]
+    outputs: list[GoldenTensor]
+
+
+class Preprocessing(_Model):
+    inside_graph: bool = Field(True, description="true: feed raw inputs; normalisation is part of the graph")
+    normalization: dict[str, Any] = Field(default_factory=dict)
+    input_range: list[float] = Field(description="min and max of the training inputs")
+    feature_names: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class OutputParity(_Model):
+    max_abs: float
+    max_rel: float
+    needed_atol: float = Field(description="the smallest atol that passes at the configured rtol")
+    argmax_agreement: float | None = None
+    passed: bool
+
+
+class ParityCheck(_Model):
+    inputs: str = Field(description="e.g. 'validation', 'random batch 7', 'golden'")
+    batch: int
+    outputs: dict[str, OutputParity]
+    passed: bool
+
+
+class ArtifactVerification(_Model):
+    artifact: str
+    runtime: str
+    reference: Literal["pytorch", "golden"]
+    atol: float
+    rtol: float
+    passed: bool
+    checks: list[ParityCheck]
+    first_diverging_layer: str | None = None
+    seconds: float
+
+
+class Provenance(_Model):
+    torchport: str
+    torch: str
+    onnx: str | None = None
+    onnxruntime: str | None = None
+    python: str
+    config_hash: str
+    config_name: str
+    git_commit: str | None = None
+    created: str
+    checkpoint: str
+    data_source: str
+
+
+class Manifest(_Model):
+    format_version: Literal["1.0"] = FORMAT_VERSION
+    name: str
+    task: Literal["classification", "regression"]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[str]
+    preprocessing: Preprocessing
+    artifacts: list[Artifact]
+    golden: Golden
+    metrics: dict[str, float | None] = Field(default_factory=dict, description="validation metrics of the checkpoint")
+    verification: list[ArtifactVerification] = Field(default_factory=list)
+    provenance: Provenance
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "torchport bundle manifest"
+    return schema
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """``root/relative`` if it stays inside ``root`` with no link on the way; BundleError otherwise."""
+    pure = PurePosixPath(relative)
+    if not relative or pure.is_absolute() or "\\" in relative or relative.startswith("~"):
+        raise BundleError(f"bundle path '{relative}' is not a plain relative path; refusing it")
+    if any(part == ".." for part in pure.parts):
+        raise BundleError(f"bundle path '{relative}' climbs out of the bundle with '..'; refusing it")
+    current = root
+    for part in pure.parts:
+        current = current / part
+        if current.is_symlink():
+            raise BundleError(f"bundle path '{relative}' goes through a link ({part}); refusing it")
+    resolved = current.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise BundleError(f"bundle path '{relative}' resolves outside the bundle; refusing it")
+    return current
+
+
+def file_entry(root: Path, path: Path) -> dict[str, Any]:
+    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def write_tensor(root: Path, relative: str, name: str, array: np.ndarray) -> GoldenTensor:
+    """Store ``array`` as raw little-endian bytes and describe it."""
+    dtype = str(array.dtype)
+    if dtype not in DTYPES:
+        raise BundleError(f"tensor '{name}': dtype {dtype} is not one of {', '.join(DTYPES)}")
+    target = root / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(np.ascontiguousarray(array, dtype=DTYPES[dtype]).tobytes())
+    return GoldenTensor(name=name, dtype=dtype, shape=list(array.shape), **file_entry(root, target))  # type: ignore[arg-type]
+
+
+class Bundle:
+    """A bundle read from disk; every file access goes through ``path`` (safe) and ``verified_path`` (checksum)."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    def path(self, relative: str) -> Path:
+        return safe_path(self.root, relative)
+
+    def verified_path(self, entry: FileEntry) -> Path:
+        target = self.path(entry.path)
+        if not target.is_file():
+            raise BundleError(f"bundle file '{entry.path}' is missing")
+        actual = sha256_file(target)
+        if actual != entry.sha256:
+            raise BundleError(
+                f"bundle file '{entry.path}' fails its checksum: SHA-256 {actual[:12]}… != manifest {entry.sha256[:12]}…"
+            )
+        return target
+
+    def verify_all(self) -> None:
+        for entry in [*self.manifest.artifacts, *self.manifest.golden.inputs, *self.manifest.golden.outputs]:
+            self.verified_path(entry)
+
+    def read_tensor(self, tensor: GoldenTensor) -> np.ndarray:
+        raw = self.verified_path(tensor).read_bytes()
+        array = np.frombuffer(raw, dtype=DTYPES[tensor.dtype])
+        expected = int(np.prod(tensor.shape))
+        if array.size != expected:
+            raise BundleError(f"golden tensor '{tensor.name}' holds {array.size} values, its shape {tensor.shape} needs {expected}")
+        return array.reshape(tensor.shape).astype(tensor.dtype)
+
+    def artifact(self, kind: str, precision: str = "fp32") -> Artifact | None:
+        return next((a for a in self.manifest.artifacts if a.kind == kind and a.precision == precision), None)
+
+    def save(self) -> None:
+        text = self.manifest.model_dump_json(indent=2, exclude_none=False)
+        (self.root / MANIFEST).write_text(text + "\n")
+
+
+def read_bundle(root: Path) -> Bundle:
+    """Read and validate ``root/manifest.json``; every path it names is checked to stay inside the bundle."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{root} is not a bundle: {MANIFEST} not found")
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"{manifest_path}: {where}: {first['msg']}") from None
+    bundle = Bundle(root, manifest)
+    for entry in [*manifest.artifacts, *manifest.golden.inputs, *manifest.golden.outputs]:
+        bundle.path(entry.path)
+    return bundle

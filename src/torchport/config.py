@@ -1,0 +1,343 @@
+"""The one place that says what a torchport config may contain.
+
+A config is YAML validated by the pydantic models below. Every error a user can make is reported as one line
+that names the key path (``model.layers[3].conv2d.kernel_size``) and what was expected; the CLI turns it into
+exit code 2. Paths inside a config are relative to the config file's folder, and that folder is importable so
+a user's ``my_blocks.py`` beside the config can be named by import path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from torchport.errors import ConfigError
+
+DataSource = Literal[
+    "digits", "iris", "wine", "breast_cancer", "csv", "parquet", "npy", "npz", "image_folder"
+]
+FILE_SOURCES = ("csv", "parquet", "npy", "npz", "image_folder")
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(StrictModel):
+    """Fractions of the whole dataset; the rest is training data. Deterministic from the seed."""
+
+    val: float = Field(0.2, ge=0.0, lt=1.0)
+    test: float = Field(0.0, ge=0.0, lt=1.0)
+    stratify: bool = True
+
+
+class DataConfig(StrictModel):
+    source: DataSource = "digits"
+    path: Path | None = None
+    targets: Path | None = None
+    target: str | None = None
+    features: list[str] | None = None
+    categorical: list[str] = Field(default_factory=list)
+    x_key: str = "x"
+    y_key: str = "y"
+    image_size: tuple[int, int] | None = None
+    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    task: Literal["auto", "classification", "regression"] = "auto"
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    normalize: bool = True
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class ModelConfig(StrictModel):
+    """``layers`` entries are a block name or ``{name: {args}}``; they are checked against the registry."""
+
+    layers: list[Any] = Field(min_length=1)
+
+
+class OptimizerConfig(BaseModel):
+    """``name`` is a torch.optim class; every other key is passed to it as a keyword argument."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "AdamW"
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SchedulerConfig(BaseModel):
+    """``name`` is a torch.optim.lr_scheduler class; other keys are its keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    interval: Literal["epoch", "step"] = "epoch"
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(10, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="AdamW", lr=1e-3))
+    scheduler: SchedulerConfig | None = None
+    loss: Literal["auto", "cross_entropy", "mse", "l1", "smooth_l1"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = True
+    threads: int | None = Field(None, ge=1)
+
+
+class OutputNames(StrictModel):
+    logits: str = "logits"
+    probabilities: str = "probabilities"
+    prediction: str = "prediction"
+
+
+class ExportConfig(StrictModel):
+    opset: int = Field(18, ge=17, le=23)
+    aoti: bool | Literal["auto"] = "auto"
+    checkpoint: Literal["best", "last"] = "best"
+    input_name: str = "input"
+    output_names: OutputNames = Field(default_factory=OutputNames)
+    golden_samples: int = Field(8, ge=1, le=1024)
+
+
+class VerifyConfig(StrictModel):
+    atol: float = Field(1e-4, ge=0.0)
+    rtol: float = Field(1e-3, ge=0.0)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 7, 64], min_length=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(size < 1 for size in sizes):
+            raise ValueError("every batch size must be at least 1")
+        return sizes
+
+
+class Config(StrictModel):
+    name: str = Field("model", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    import_paths: list[Path] = Field(default_factory=list)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+    def hash(self) -> str:
+        """A short, stable fingerprint of everything that shapes the trained weights and exports."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override, validate and resolve a config file; raise ConfigError with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, ...) at the top level")
+    raw.setdefault("name", path.stem)
+    return config_from_dict(raw, base_dir=path.resolve().parent, overrides=overrides)
+
+
+def config_from_dict(
+    raw: dict[str, Any], base_dir: Path, overrides: list[str] | None = None
+) -> Config:
+    """Validate a config mapping whose relative paths are relative to ``base_dir``."""
+    for override in overrides or []:
+        apply_override(raw, override)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Config)) from None
+    config = resolve_paths(config, base_dir)
+    check_config(config)
+    return config
+
+
+def resolve_paths(config: Config, base_dir: Path) -> Config:
+    """Make every path absolute so that a resolved config written into a run directory stands on its own."""
+    data = config.data
+
+    def absolute(value: Path | None) -> Path | None:
+        return None if value is None else (base_dir / value).resolve()
+
+    resolved_data = data.model_copy(update={"path": absolute(data.path), "targets": absolute(data.targets)})
+    import_paths = [base_dir.resolve()] + [Path(absolute(p) or p) for p in config.import_paths]
+    unique_paths = list(dict.fromkeys(import_paths))
+    return config.model_copy(update={"data": resolved_data, "import_paths": unique_paths})
+
+
+def check_config(config: Config) -> None:
+    """Checks that need more than types: files exist, blocks exist, optimizer arguments fit."""
+    _check_data_files(config.data)
+    from torchport.models.compose import check_layers
+    from torchport.train.optim import check_optimizer_config
+
+    check_layers(config.model.layers, config.import_paths)
+    check_optimizer_config(config.train)
+
+
+def _check_data_files(data: DataConfig) -> None:
+    if data.source not in FILE_SOURCES:
+        return
+    if data.path is None:
+        raise ConfigError(f"data.path: required for source '{data.source}'")
+    if data.source == "image_folder":
+        if not data.path.is_dir():
+            raise ConfigError(f"data.path: folder not found: {data.path}")
+    elif not data.path.is_file():
+        raise ConfigError(f"data.path: file not found: {data.path}")
+    if data.source == "npy":
+        if data.targets is None:
+            raise ConfigError("data.targets: required for source 'npy' (the .npy file of targets)")
+        if not data.targets.is_file():
+            raise ConfigError(f"data.targets: file not found: {data.targets}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Overrides: key.path=value on the command line
+
+
+_INDEX = re.compile(r"^(?P<key>[^\[\]]*)((?:\[\d+\])*)$")
+
+
+def _split_key_path(key_path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in key_path.split("."):
+        match = _INDEX.match(piece)
+        if not match or (not match.group("key") and not match.group(2)):
+            raise ConfigError(f"override '{key_path}': malformed key path")
+        if match.group("key"):
+            parts.append(match.group("key"))
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", piece))
+    return parts
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``a.b[2].c=value`` in the raw config; the value is parsed as YAML (so 2 is an int, [1, 2] a list)."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected key.path=value")
+    key_path, _, text = override.partition("=")
+    parts = _split_key_path(key_path.strip())
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _descend(node, part, parts[depth + 1], key_path)
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"override '{key_path}': index [{last}] is out of range")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key_path}': '{last}' is not inside a mapping")
+        node[last] = value
+
+
+def _descend(node: Any, part: str | int, next_part: str | int, key_path: str) -> Any:
+    if isinstance(part, int):
+        if not isinstance(node, list) or part >= len(node):
+            raise ConfigError(f"override '{key_path}': index [{part}] is out of range")
+        return node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override '{key_path}': '{part}' is not inside a mapping")
+    child = node.get(part)
+    if child is None:
+        child = [] if isinstance(next_part, int) else {}
+        node[part] = child
+    if isinstance(child, str) and isinstance(next_part, str):
+        # A bare block name (`- relu`) gains arguments: turn it into {relu: {...}}.
+        child = {child: {}}
+        node[part] = child
+    return child
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Error messages
+
+
+def format_key_path(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    """('model', 'layers', 3, 'conv2d') -> 'model.layers[3].conv2d'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that holds the key at ``loc`` (to list the keys it accepts)."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        current = nested[0]
+    return current
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """The first pydantic error as one line: key path, what was wrong, what was expected."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = format_key_path(((prefix,) if prefix else ()) + loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        holder = _model_at(model, loc)
+        allowed = sorted(holder.model_fields) if holder else []
+        hint = suggest(str(loc[-1]), allowed)
+        message = f"{path}: unknown key{hint}" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
+    elif kind == "missing":
+        message = f"{path}: required key is missing"
+    else:
+        got = first.get("input")
+        message = f"{path}: {first['msg'][0].lower()}{first['msg'][1:]} (got {got!r})"
+    more = len(errors) - 1
+    return message + (f" [and {more} more error{'s' if more > 1 else ''}]" if more else "")

@@ -1,0 +1,47 @@
+"""The errors a user can see.
+
+Each carries a one-line message that names what is wrong, where, and what to do; the CLI prints the message
+and maps the type to an exit code (2 for usage and config problems, 1 for failed checks), never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TorchportError(Exception):
+    """Base of every error meant for a user's eyes."""
+
+    exit_code = 1
+
+
+class ConfigError(TorchportError):
+    """The config (or a command-line override) is invalid: exit code 2."""
+
+    exit_code = 2
+
+
+class UsageError(TorchportError):
+    """A command was called wrongly (missing path, bad option): exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(ConfigError):
+    """The data named by the config cannot be read or does not fit the task."""
+
+
+class CheckpointError(TorchportError):
+    """A checkpoint is missing, truncated, or fails its checksum."""
+
+    exit_code = 2
+
+
+class BundleError(TorchportError):
+    """A bundle is malformed, escapes its folder, or fails a checksum."""
+
+    exit_code = 2
+
+
+class CheckFailed(TorchportError):
+    """A verification ran and failed (parity, accuracy gate): exit code 1."""
+
+    exit_code = 1

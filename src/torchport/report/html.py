@@ -1,0 +1,109 @@
+"""``RUN_DIR/report.html``: one self-contained page (PNG plots embedded) a user can open or attach anywhere."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from torchport.bundle.manifest import Manifest, read_bundle
+
+
+def _curves_png(records: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] + 1 for r in records]
+    metric = next((k for k in ("val_accuracy", "val_rmse") if k in records[0]), None) if records else None
+    figure, axes = plt.subplots(1, 2 if metric else 1, figsize=(10 if metric else 5, 3.5), squeeze=False)
+    axes[0][0].plot(epochs, [r["train_loss"] for r in records], label="train loss")
+    if "val_loss" in records[0]:
+        axes[0][0].plot(epochs, [r["val_loss"] for r in records], label="validation loss")
+    axes[0][0].set_xlabel("epoch")
+    axes[0][0].legend()
+    if metric:
+        axes[0][1].plot(epochs, [r[metric] for r in records], color="tab:green")
+        axes[0][1].set_xlabel("epoch")
+        axes[0][1].set_title(metric.replace("_", " "))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _parity_section(manifest: Manifest) -> str:
+    rows = []
+    for result in manifest.verification:
+        for check in result.checks:
+            for name, out in check.outputs.items():
+                verdict = '<span class="pass">pass</span>' if out.passed else '<span class="fail">FAIL</span>'
+                agreement = f"{out.argmax_agreement:.4f}" if out.argmax_agreement is not None else "-"
+                rows.append([html.escape(result.artifact), html.escape(result.runtime), html.escape(check.inputs),
+                             str(check.batch), html.escape(name), f"{out.max_abs:.2e}", f"{out.max_rel:.2e}",
+                             f"{out.needed_atol:.2e}", agreement, verdict])
+    notes = "".join(
+        f"<p class='fail'>{html.escape(r.artifact)}: first diverging layer: {html.escape(r.first_diverging_layer)}</p>"
+        for r in manifest.verification if r.first_diverging_layer
+    )
+    tolerances = ", ".join(sorted({f"atol {r.atol:g}, rtol {r.rtol:g}" for r in manifest.verification}))
+    headers = ["artifact", "runtime", "inputs", "batch", "output", "max abs", "max rel", "needed atol", "argmax", ""]
+    return f"<h2>Parity</h2><p>Tolerances: {html.escape(tolerances or '-')}</p>{notes}{_table(headers, rows)}"
+
+
+def _manifest_section(manifest: Manifest) -> str:
+    rows = [[html.escape(a.path), a.kind, a.precision, f"{a.bytes:,}", f"<code>{a.sha256[:16]}…</code>"]
+            for a in manifest.artifacts]
+    tensors = [[("input" if t in manifest.inputs else "output"), html.escape(t.name), t.dtype, html.escape(str(t.shape))]
+               for t in [*manifest.inputs, *manifest.outputs]]
+    labels = html.escape(", ".join(manifest.labels)) or "-"
+    origin = manifest.provenance
+    return (
+        "<h2>Bundle</h2>"
+        + _table(["tensor", "name", "dtype", "shape"], tensors)
+        + f"<p>Labels: {labels}</p>"
+        + _table(["artifact", "kind", "precision", "bytes", "sha256"], rows)
+        + f"<p class='small'>torch {origin.torch}, onnx {origin.onnx}, onnxruntime {origin.onnxruntime}, "
+        f"config {origin.config_hash}, commit {origin.git_commit or '-'}, created {origin.created}</p>"
+    )
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
+th{background:#f3f3f3}.pass{color:#17803d;font-weight:600}.fail{color:#c0392b;font-weight:700}
+.small{font-size:12px;color:#666}"""
+
+
+def write_report(run_dir: Path) -> Path:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    sections = [f"<h1>torchport report: {html.escape(summary['name'])}</h1>"]
+    best = summary.get("best", {})
+    metric = summary.get("metric", "")
+    sections.append(
+        f"<p>{summary['task']}; best {html.escape(metric)} {best.get(metric, float('nan')):.4f} at epoch "
+        f"{best.get('epoch', 0) + 1} of {summary['epochs']}; {summary['samples_per_second']} samples/s; "
+        f"{summary['parameters']:,} parameters.</p>"
+    )
+    if records:
+        sections.append(f"<h2>Training</h2><img alt='training curves' src='data:image/png;base64,{_curves_png(records)}'>")
+    if (run_dir / "bundle" / "manifest.json").is_file():
+        manifest = read_bundle(run_dir / "bundle").manifest
+        sections.append(_parity_section(manifest))
+        sections.append(_manifest_section(manifest))
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>torchport {html.escape(summary['name'])}</title>"
+    page += f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path

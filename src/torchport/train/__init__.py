@@ -1,0 +1,1 @@
+"""Training: the single-process loop, checkpoints, optimizers."""
