@@ -29,7 +29,10 @@ class _Parser(argparse.ArgumentParser):
 def _console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # logs and CI: wide enough that tables are not cut into slivers
+        console = Console(highlight=False, width=160)
+    return console
 
 
 def _config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:

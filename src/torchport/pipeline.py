@@ -167,12 +167,12 @@ def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]
 
 
 def verification_table(results: list[ArtifactVerification]) -> Table:
-    table = Table(title="parity against the reference (worst over all inputs)")
-    for column in ("artifact", "runtime", "output", "max abs", "max rel", "needed atol", "argmax", "inputs", "result"):
+    inputs = ", ".join(f"{c.inputs} ({c.batch})" for c in results[0].checks) if results else "-"
+    table = Table(title="parity against the reference (worst over all inputs)", caption=f"inputs: {inputs}")
+    for column in ("artifact", "runtime", "output", "max abs", "max rel", "needed atol", "argmax agree", "result"):
         table.add_column(column)
     for result in results:
         names = list(result.checks[0].outputs) if result.checks else []
-        inputs = ", ".join(f"{c.inputs.replace('random batch ', 'rand')}:{c.batch}" for c in result.checks)
         for name in names:
             rows = [c.outputs[name] for c in result.checks]
             agreements = [r.argmax_agreement for r in rows if r.argmax_agreement is not None]
@@ -181,7 +181,7 @@ def verification_table(results: list[ArtifactVerification]) -> Table:
                 result.artifact, result.runtime, name,
                 f"{max(r.max_abs for r in rows):.2e}", f"{max(r.max_rel for r in rows):.2e}",
                 f"{max(r.needed_atol for r in rows):.2e}",
-                f"{min(agreements):.4f}" if agreements else "-", inputs,
+                f"{min(agreements):.4f}" if agreements else "-",
                 "[green]pass[/]" if ok else "[bold red]FAIL[/]",
             )
     return table

@@ -13,7 +13,8 @@ from torchport.config import DataConfig, DataSource
 from torchport.data import load_data
 from torchport.data.sources import SOURCES
 from torchport.errors import DataError
-from tests.data.conftest import table, updated, write_csv, write_images, write_npy, write_npz
+
+from .builders import table, updated, write_csv, write_images, write_npy, write_npz
 
 # source -> (input_shape, input_dtype, task, class_names, num_outputs, n_feature_names, n_samples)
 EXPECTED: dict[str, tuple[Any, ...]] = {
@@ -40,7 +41,11 @@ def test_source_loads_with_the_promised_shapes_and_dtypes(source: str, config_fo
     shape, dtype, task, class_names, num_outputs, n_features, n = EXPECTED[source]
     data = load_data(config_for(source), seed=0)
     assert (data.input_shape, data.input_dtype, data.task) == (shape, dtype, task)
-    assert (data.class_names, data.num_outputs, len(data.feature_names)) == (class_names, num_outputs, n_features)
+    assert (data.class_names, data.num_outputs, len(data.feature_names)) == (
+        class_names,
+        num_outputs,
+        n_features,
+    )
     assert data.source == source or data.source.startswith(f"{source}:/")
     assert len(data.train) + len(data.val) + len(data.test) == n
     for split in (data.train, data.val, data.test):
@@ -59,7 +64,7 @@ def test_digits_keeps_raw_pixel_values() -> None:
     assert (data.input_min, data.input_max) == (0.0, 16.0)
 
 
-# --- csv and parquet ----------------------------------------------------------------------------------------------
+# --- csv and parquet ----------------------------------------------------------------------------------------
 
 
 def test_csv_one_hot_encodes_string_columns_in_place(tmp_path: Path) -> None:
@@ -105,7 +110,9 @@ def _write(tmp_path: Path, frame: pd.DataFrame) -> Path:
         ({"categorical": ["price"]}, "data.categorical", "not a feature column"),
     ],
 )
-def test_csv_column_errors_name_the_key(tmp_path: Path, update: dict[str, Any], key: str, fragment: str) -> None:
+def test_csv_column_errors_name_the_key(
+    tmp_path: Path, update: dict[str, Any], key: str, fragment: str
+) -> None:
     cfg = updated(write_csv(tmp_path), **{"features": ["size", "color"], **update})
     with pytest.raises(DataError) as err:
         load_data(cfg, seed=0)
@@ -117,7 +124,9 @@ def test_csv_column_errors_name_the_key(tmp_path: Path, update: dict[str, Any], 
 
 def test_csv_unknown_target_lists_columns_and_file(tmp_path: Path) -> None:
     path = _write(tmp_path, pd.DataFrame({"a": [1, 2], "b": [3, 4], "c": [5, 6]}))
-    with pytest.raises(DataError, match=r"^data\.target: column 'price' not found in .*bad\.csv; columns are: a, b, c$"):
+    with pytest.raises(
+        DataError, match=r"^data\.target: column 'price' not found in .*bad\.csv; columns are: a, b, c$"
+    ):
         load_data(DataConfig(source="csv", path=path, target="price"), seed=0)
 
 
@@ -145,7 +154,7 @@ def test_header_only_csv_is_refused(tmp_path: Path) -> None:
         load_data(DataConfig(source="csv", path=path), seed=0)
 
 
-# --- npy and npz --------------------------------------------------------------------------------------------------
+# --- npy and npz --------------------------------------------------------------------------------------------
 
 
 def test_integer_features_stay_int64_without_normalisation(tmp_path: Path) -> None:
@@ -188,7 +197,9 @@ def test_string_targets_from_npy_are_labels(tmp_path: Path) -> None:
     assert load_data(cfg, seed=0).class_names == ["no", "yes"]
 
 
-@pytest.mark.parametrize(("update", "key"), [({"x_key": "inputs"}, "data.x_key"), ({"y_key": "labels"}, "data.y_key")])
+@pytest.mark.parametrize(
+    ("update", "key"), [({"x_key": "inputs"}, "data.x_key"), ({"y_key": "labels"}, "data.y_key")]
+)
 def test_npz_missing_array_names_the_key(tmp_path: Path, update: dict[str, str], key: str) -> None:
     cfg = updated(write_npz(tmp_path), **update)
     with pytest.raises(DataError, match=rf"^{key}: array '\w+' not found in .*; arrays are: x, y$"):
@@ -197,7 +208,7 @@ def test_npz_missing_array_names_the_key(tmp_path: Path, update: dict[str, str],
 
 def test_npy_needs_targets(tmp_path: Path) -> None:
     cfg = updated(write_npy(tmp_path), targets=None)
-    with pytest.raises(DataError, match=r"^data\.targets: required"):
+    with pytest.raises(DataError, match=r"^data\.targets: required for source 'npy'"):
         load_data(cfg, seed=0)
 
 
@@ -215,7 +226,7 @@ def test_missing_file_names_the_key(tmp_path: Path) -> None:
         load_data(DataConfig(source="npz", path=tmp_path / "nope.npz"), seed=0)
 
 
-# --- image folders ------------------------------------------------------------------------------------------------
+# --- image folders ------------------------------------------------------------------------------------------
 
 
 def test_images_decode_to_raw_channel_first_pixels(tmp_path: Path) -> None:
@@ -228,8 +239,12 @@ def test_images_decode_to_raw_channel_first_pixels(tmp_path: Path) -> None:
 
 def test_grayscale_and_resize(tmp_path: Path) -> None:
     cfg = updated(write_images(tmp_path), color_mode="grayscale", image_size=(4, 3))
+    assert cfg.path is not None
+    Image.new("P", (7, 7)).save(cfg.path / "dog" / "palette.GIF")  # any size, mode and suffix case
+    Image.new("RGB", (3, 9)).save(cfg.path / "dog" / "photo.jpeg")
     data = load_data(cfg, seed=0)
     assert data.input_shape == (1, 4, 3) and data.input_mean.shape == (1, 1, 1)
+    assert len(data.train) + len(data.val) == 10
 
 
 def test_images_of_different_sizes_need_image_size(tmp_path: Path) -> None:

@@ -40,7 +40,9 @@ def test_mixed_object_labels_fall_back_to_text() -> None:
 
 def test_explicit_task_overrides_inference() -> None:
     regression = encode_targets(np.array([1, 2, 3]), "regression", "k")
-    assert regression.task == "regression" and regression.y.shape == (3, 1) and regression.y.dtype == np.float32
+    assert (
+        regression.task == "regression" and regression.y.shape == (3, 1) and regression.y.dtype == np.float32
+    )
     classification = encode_targets(np.array([0.5, 1.5, 0.5]), "classification", "k")
     assert classification.class_names == ["0.5", "1.5"]
 
@@ -53,7 +55,11 @@ def test_two_dimensional_regression_targets_keep_their_width() -> None:
 @pytest.mark.parametrize(
     ("y", "task", "pattern"),
     [
-        (np.array(["a", "b"]), "regression", r"^data\.task: regression needs numeric targets, but data\.target"),
+        (
+            np.array(["a", "b"]),
+            "regression",
+            r"^data\.task: regression needs numeric targets, but data\.target",
+        ),
         (np.ones((3, 2)), "classification", r"^data\.task: classification needs one label per sample"),
         (np.array([1.0, np.nan, 2.5]), "auto", r"^data\.target: 1 target\(s\) are NaN"),
         (np.array(["x", "x"]), "auto", r"^data\.target: every sample has the label 'x'"),

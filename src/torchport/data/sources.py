@@ -59,7 +59,7 @@ def read_source(cfg: DataConfig) -> RawData:
     return reader(cfg)
 
 
-# --- bundled scikit-learn sets ---------------------------------------------------------------------------------
+# --- bundled scikit-learn sets ------------------------------------------------------------------------------
 
 
 @register_source("digits")
@@ -100,14 +100,14 @@ def _sklearn_tabular(bunch: Any, name: str) -> RawData:
     return RawData(bunch.data.astype(np.float32), labels, names, name, "data.source", "data.source")
 
 
-# --- tables: csv and parquet ---------------------------------------------------------------------------------
+# --- tables: csv and parquet --------------------------------------------------------------------------------
 
 
 @register_source("csv")
 def read_csv(cfg: DataConfig) -> RawData:
     import pandas as pd
 
-    path = _existing(cfg.path, "data.path", folder=False)
+    path = _existing(cfg.path, "data.path", cfg.source)
     frame = _read_table(lambda: pd.read_csv(path), path, "CSV")
     return _from_frame(frame, cfg, path, f"csv:{path}")
 
@@ -116,7 +116,7 @@ def read_csv(cfg: DataConfig) -> RawData:
 def read_parquet(cfg: DataConfig) -> RawData:
     import pandas as pd
 
-    path = _existing(cfg.path, "data.path", folder=False)
+    path = _existing(cfg.path, "data.path", cfg.source)
     frame = _read_table(lambda: pd.read_parquet(path), path, "Parquet")
     return _from_frame(frame, cfg, path, f"parquet:{path}")
 
@@ -145,7 +145,9 @@ def _from_frame(frame: pd.DataFrame, cfg: DataConfig, path: Path, source: str) -
 def _pick_target(target: str | None, columns: list[str], path: Path) -> str:
     if target is None:
         if len(columns) < 2:
-            raise DataError(f"data.path: {path} has only the column '{columns[0]}'; need features and a target")
+            raise DataError(
+                f"data.path: {path} has only the column '{columns[0]}'; need features and a target"
+            )
         return columns[-1]
     if target not in columns:
         raise DataError(
@@ -165,7 +167,9 @@ def _pick_features(features: list[str] | None, target: str, columns: list[str], 
             f"columns are: {', '.join(columns)}"
         )
     if target in features:
-        raise DataError(f"data.features: '{target}' is the target column (data.target); remove it from features")
+        raise DataError(
+            f"data.features: '{target}' is the target column (data.target); remove it from features"
+        )
     duplicates = sorted({name for name in features if features.count(name) > 1})
     if duplicates:
         raise DataError(f"data.features: column '{duplicates[0]}' is listed more than once")
@@ -179,7 +183,8 @@ def _pick_categorical(listed: list[str], features: list[str], frame: pd.DataFram
     stray = [name for name in listed if name not in features]
     if stray:
         raise DataError(
-            f"data.categorical: column '{stray[0]}' is not a feature column; features are: {', '.join(features)}"
+            f"data.categorical: column '{stray[0]}' is not a feature column; "
+            f"features are: {', '.join(features)}"
         )
     chosen = set(listed)
     for name in features:
@@ -221,8 +226,10 @@ def _check_missing(frame: pd.DataFrame, target: str, features: list[str], path: 
     )
 
 
-def _encode_features(frame: pd.DataFrame, features: list[str], categorical: set[str]) -> tuple[np.ndarray, list[str]]:
-    """Numeric columns as float32; categorical ones one-hot as "column=value", in the order of ``features``."""
+def _encode_features(
+    frame: pd.DataFrame, features: list[str], categorical: set[str]
+) -> tuple[np.ndarray, list[str]]:
+    """Numeric columns as float32, categorical ones one-hot ("column=value"), in the order of ``features``."""
     blocks: list[np.ndarray] = []
     names: list[str] = []
     for name in features:
@@ -258,13 +265,13 @@ def _column_values(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype=object)
 
 
-# --- arrays: npy and npz ---------------------------------------------------------------------------------------
+# --- arrays: npy and npz ------------------------------------------------------------------------------------
 
 
 @register_source("npy")
 def read_npy(cfg: DataConfig) -> RawData:
-    x_path = _existing(cfg.path, "data.path", folder=False)
-    y_path = _existing(cfg.targets, "data.targets", folder=False)
+    x_path = _existing(cfg.path, "data.path", cfg.source)
+    y_path = _existing(cfg.targets, "data.targets", cfg.source)
     x = _load_npy(x_path, "data.path")
     y = _load_npy(y_path, "data.targets")
     return RawData(_as_features(x, "data.path"), y, [], f"npy:{x_path}", "data.path", "data.targets")
@@ -272,7 +279,7 @@ def read_npy(cfg: DataConfig) -> RawData:
 
 @register_source("npz")
 def read_npz(cfg: DataConfig) -> RawData:
-    path = _existing(cfg.path, "data.path", folder=False)
+    path = _existing(cfg.path, "data.path", cfg.source)
     archive = _load(path, "data.path")
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"data.path: {path} is a single .npy array, not an .npz archive; use source: npy")
@@ -322,15 +329,17 @@ def _as_features(x: np.ndarray, key: str) -> np.ndarray:
     raise DataError(f"{key}: features must be numbers, got dtype {x.dtype}")
 
 
-# --- image folders ----------------------------------------------------------------------------------------------
+# --- image folders ------------------------------------------------------------------------------------------
 
 
 @register_source("image_folder")
 def read_image_folder(cfg: DataConfig) -> RawData:
-    root = _existing(cfg.path, "data.path", folder=True)
+    root = _existing(cfg.path, "data.path", cfg.source, folder=True)
     files, labels = _image_files(root)
     if cfg.image_size is not None and min(cfg.image_size) < 1:
-        raise DataError(f"data.image_size: must be two positive integers (height, width), got {cfg.image_size}")
+        raise DataError(
+            f"data.image_size: must be two positive integers (height, width), got {cfg.image_size}"
+        )
     mode = "L" if cfg.color_mode == "grayscale" else "RGB"
     images = [_read_image(path, mode, cfg.image_size) for path in files]
     _check_same_size(images, files)
@@ -348,9 +357,7 @@ def _image_files(root: Path) -> tuple[list[Path], list[str]]:
     for folder in folders:
         images = sorted(p for p in folder.iterdir() if _is_image(p))
         if not images:
-            raise DataError(
-                f"data.path: class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})"
-            )
+            raise DataError(f"data.path: class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += images
         labels += [folder.name] * len(images)
     return files, labels
@@ -384,13 +391,13 @@ def _check_same_size(images: list[np.ndarray], files: list[Path]) -> None:
             )
 
 
-# --- helpers ------------------------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _existing(path: Path | None, key: str, folder: bool) -> Path:
+def _existing(path: Path | None, key: str, source: str, folder: bool = False) -> Path:
     what = "folder" if folder else "file"
     if path is None:
-        raise DataError(f"{key}: required for this data.source (the {what} to read)")
+        raise DataError(f"{key}: required for source '{source}' (the {what} to read)")
     found = path.is_dir() if folder else path.is_file()
     if not found:
         raise DataError(f"{key}: {what} not found: {path}")

@@ -1,9 +1,9 @@
 """Train / validation / test splits and the one entry point, ``load_data``, that the ``data:`` section drives.
 
 Splits are a pure function of the data, the config and the seed, so a resumed or repeated run trains and
-validates on exactly the same samples. Test is carved first, so changing ``split.val`` never moves a test sample
-into training. Normalisation is not applied here: the model applies it inside itself, so what is exported
-takes raw inputs, and training feeds raw values.
+validates on exactly the same samples. Test is carved first, so changing ``split.val`` never moves a test
+sample into training. Normalisation is not applied here: the model applies it inside itself, so what is
+exported takes raw inputs, and training feeds raw values.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Normalisation statistics, computed on the training split only so validation and test stay unseen.
 
-The model normalises its own input with these (they travel in the manifest), so every runtime in every language
-feeds raw values and gets the same answer. Images and signals share statistics across each channel, since a
-pixel's position says nothing about its scale; vectors get one statistic per feature.
+The model normalises its own input with these (they travel in the manifest), so every runtime in every
+language feeds raw values and gets the same answer. Images and signals share statistics across each channel,
+since a pixel's position says nothing about its scale; vectors get one statistic per feature.
 """
 
 from __future__ import annotations

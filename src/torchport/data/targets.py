@@ -2,8 +2,8 @@
 
 A user rarely says whether their data is classification or regression, and they should not have to: strings,
 booleans and integers are labels; floats are measurements, unless they are a handful of whole numbers (a CSV
-that stored 0/1 labels as 0.0/1.0). Labels become 0..K-1 in the sorted order of the originals, so the same data
-always yields the same label ids, whatever order the rows come in.
+that stored 0/1 labels as 0.0/1.0). Labels become 0..K-1 in the sorted order of the originals, so the same
+data always yields the same label ids, whatever order the rows come in.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -32,6 +33,8 @@ def onnx_metadata(run: TrainedRun, provenance: dict[str, str]) -> dict[str, str]
 def export_onnx(run: TrainedRun, path: Path, provenance: dict[str, str]) -> Path:
     """Export ``run`` to ``path``; returns the path. Models over 2 GiB keep their weights as external data."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    # The exporter logs a warning per optional torchvision op it cannot register; that is noise to a user.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

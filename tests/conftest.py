@@ -1,0 +1,39 @@
+"""Shared fixtures: a small trained and exported digits run, made once per test session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from torchport.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def quiet_console() -> Console:
+    return Console(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def exported_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits run trained for a few epochs and exported to ONNX (no .pt2, to keep the session fast)."""
+    from torchport.pipeline import export_stage
+    from torchport.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    config = load_config(EXAMPLES / "digits.yaml", ["train.epochs=3", "export.aoti=false"])
+    train(config, run_dir, console=quiet_console())
+    export_stage(run_dir, quiet_console())
+    return run_dir
+
+
+@pytest.fixture
+def digits_run(exported_digits: Path, tmp_path: Path) -> Path:
+    """A private copy of the exported run, free to tamper with."""
+    copy = tmp_path / "run"
+    shutil.copytree(exported_digits, copy)
+    return copy

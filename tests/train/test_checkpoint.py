@@ -1,0 +1,64 @@
+"""Checkpoints are atomic, checksummed, load with weights_only=True, and damaged ones are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchport.errors import CheckpointError
+from torchport.train.checkpoint import load_checkpoint, load_latest_good, save_checkpoint, save_step_checkpoint
+
+
+def _state(value: float) -> dict[str, object]:
+    return {"model": {"w": torch.full((3,), value)}, "position": {"global_step": int(value)}}
+
+
+def test_round_trip_loads_with_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(1.0), path)
+    raw = torch.load(path, weights_only=True)  # a plain torch.save file, safe to load
+    assert torch.equal(raw["model"]["w"], torch.ones(3))
+    assert load_checkpoint(path)["position"] == {"global_step": 1}
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files must not be left behind"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_checkpoint_is_refused(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(2.0), path)
+    payload = bytearray(path.read_bytes())
+    if damage == "truncate":
+        payload = payload[: len(payload) // 2]
+    else:
+        payload[len(payload) // 2] ^= 0xFF
+    path.write_bytes(bytes(payload))
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_checkpoint(path)
+
+
+def test_missing_checksum_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(_state(2.0), path)
+    path.with_name("c.pt.sha256").unlink()
+    with pytest.raises(CheckpointError, match="no checksum"):
+        load_checkpoint(path)
+
+
+def test_resume_falls_back_to_previous_good_checkpoint(tmp_path: Path) -> None:
+    for step in (1, 2, 3):
+        save_step_checkpoint(_state(float(step)), tmp_path, step)
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.pt")) == ["ckpt-00000002.pt", "ckpt-00000003.pt"]
+    # Damage the newest: last.pt shares its bytes (hard link), so both fail their checksum.
+    newest = tmp_path / "ckpt-00000003.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
+    path, state, refused = load_latest_good(tmp_path)
+    assert path.name == "ckpt-00000002.pt"
+    assert state["position"] == {"global_step": 2}
+    assert refused and all("corrupted" in line for line in refused)
+
+
+def test_no_good_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        load_latest_good(tmp_path)
