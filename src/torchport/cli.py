@@ -37,7 +37,9 @@ def _console():  # type: ignore[no-untyped-def]
 
 def _config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
     parser.add_argument(
-        "config", nargs="?" if optional else None, help="YAML config file" + (" (default: the digits CNN)" if optional else "")
+        "config",
+        nargs="?" if optional else None,
+        help="YAML config file" + (" (default: the digits CNN)" if optional else ""),
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. train.epochs=2"
@@ -162,9 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bundle", help="a bundle directory (RUN_DIR/bundle)"
     )
     verb("inspect", cmd_inspect, "print a readable summary of a bundle").add_argument("bundle")
-    verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument(
-        "name", choices=["manifest"]
-    )
+    verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument("name", choices=["manifest"])
     run = verb("run", cmd_run, "train, export, verify and bundle in one go (default: the digits CNN)")
     _config_args(run, optional=True)
     run.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
@@ -193,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"internal error: {type(exc).__name__}: {first_line} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {first_line} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -75,12 +75,14 @@ def export_stage(run_dir: Path, console: Console) -> Bundle:
         started = time.perf_counter()
         pt2_path = export_aoti(run, bundle_dir / "model.pt2")
         artifacts.append(artifact_entry(bundle_dir, pt2_path, "aoti", "torch.aoti"))
-        console.print(f"exported {pt2_path} ({pt2_path.stat().st_size:,} bytes) in {time.perf_counter() - started:.1f} s")
+        console.print(
+            f"exported {pt2_path} ({pt2_path.stat().st_size:,} bytes) in {time.perf_counter() - started:.1f} s"
+        )
 
     data = load_data(run.config.data, run.config.seed)
     golden = write_golden(bundle_dir, run, data.val.x[: run.config.export.golden_samples])
     task = make_task(run.config.train, data)
-    metrics = {f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, _cpu()).items()}
+    metrics: dict[str, float | None] = {f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, _cpu()).items()}
     bundle = write_manifest(bundle_dir, run, artifacts, golden, metrics)
     console.print(f"bundle written to {bundle_dir}")
     return bundle
@@ -121,7 +123,12 @@ def _input_sets(run: TrainedRun, bundle: Bundle) -> list[InputSet]:
     sets = [InputSet("validation", data.val.x[:MAX_VALIDATION_SAMPLES])] if len(data.val.x) else []
     for batch in run.config.verify.batch_sizes:
         inputs = random_inputs(
-            tuple(meta["input_shape"]), meta["input_dtype"], meta["input_min"], meta["input_max"], batch, seed=batch
+            tuple(meta["input_shape"]),
+            meta["input_dtype"],
+            meta["input_min"],
+            meta["input_max"],
+            batch,
+            seed=batch,
         )
         sets.append(InputSet(f"random batch {batch}", inputs))
     sets.append(_golden_reference(bundle)[0])
@@ -142,7 +149,11 @@ def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]
         run = load_trained_run(run_dir, bundle.manifest.provenance.checkpoint)
     if run is not None:
         tol = Tolerance(run.config.verify.atol, run.config.verify.rtol)
-        reference, reference_kind, input_sets = torch_runner(run.module, output_names), "pytorch", _input_sets(run, bundle)
+        reference, reference_kind, input_sets = (
+            torch_runner(run.module, output_names),
+            "pytorch",
+            _input_sets(run, bundle),
+        )
     else:
         tol = Tolerance()
         golden_set, reference = _golden_reference(bundle)
@@ -154,12 +165,21 @@ def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]
             continue
         candidate = _candidate(bundle, artifact, output_names)
         result = verify_artifact(
-            artifact.path, artifact.runtime, candidate, reference, reference_kind, input_sets, tol, argmax_outputs
+            artifact.path,
+            artifact.runtime,
+            candidate,
+            reference,
+            reference_kind,
+            input_sets,
+            tol,
+            argmax_outputs,
         )
         if not result.passed and run is not None and artifact.kind == "onnx":
             probe = input_sets[0].inputs[:64]
             names = layer_names(run.config.model.layers)
-            result.first_diverging_layer = first_diverging_layer(bundle.path(artifact.path), run.module, probe, tol, names)
+            result.first_diverging_layer = first_diverging_layer(
+                bundle.path(artifact.path), run.module, probe, tol, names
+            )
         results.append(result)
     bundle.manifest.verification = results
     bundle.save()
@@ -169,7 +189,16 @@ def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]
 def verification_table(results: list[ArtifactVerification]) -> Table:
     inputs = ", ".join(f"{c.inputs} ({c.batch})" for c in results[0].checks) if results else "-"
     table = Table(title="parity against the reference (worst over all inputs)", caption=f"inputs: {inputs}")
-    for column in ("artifact", "runtime", "output", "max abs", "max rel", "needed atol", "argmax agree", "result"):
+    for column in (
+        "artifact",
+        "runtime",
+        "output",
+        "max abs",
+        "max rel",
+        "needed atol",
+        "argmax agree",
+        "result",
+    ):
         table.add_column(column)
     for result in results:
         names = list(result.checks[0].outputs) if result.checks else []
@@ -178,8 +207,11 @@ def verification_table(results: list[ArtifactVerification]) -> Table:
             agreements = [r.argmax_agreement for r in rows if r.argmax_agreement is not None]
             ok = all(r.passed for r in rows)
             table.add_row(
-                result.artifact, result.runtime, name,
-                f"{max(r.max_abs for r in rows):.2e}", f"{max(r.max_rel for r in rows):.2e}",
+                result.artifact,
+                result.runtime,
+                name,
+                f"{max(r.max_abs for r in rows):.2e}",
+                f"{max(r.max_rel for r in rows):.2e}",
                 f"{max(r.needed_atol for r in rows):.2e}",
                 f"{min(agreements):.4f}" if agreements else "-",
                 "[green]pass[/]" if ok else "[bold red]FAIL[/]",

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from torchport.errors import CheckpointError
-from torchport.train.checkpoint import load_checkpoint, load_latest_good, save_checkpoint, save_step_checkpoint
+from torchport.train.checkpoint import (
+    load_checkpoint,
+    load_latest_good,
+    save_checkpoint,
+    save_step_checkpoint,
+)
 
 
 def _state(value: float) -> dict[str, object]:

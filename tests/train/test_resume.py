@@ -97,7 +97,10 @@ def test_resume_refuses_a_corrupted_checkpoint_and_falls_back(tmp_path: Path) ->
     assert resumed.returncode == 2 and b"different config" in err
     resumed = subprocess.run(
         [sys.executable, "-m", "torchport.cli", "train", str(config), "--run-dir", str(run_dir), "--resume"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "corrupted or truncated" in resumed.stdout + resumed.stderr

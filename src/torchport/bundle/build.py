@@ -88,14 +88,18 @@ def write_golden(bundle_dir: Path, run: TrainedRun, samples: np.ndarray) -> Gold
 
 
 def artifact_entry(bundle_dir: Path, path: Path, kind: str, runtime: str, opset: int | None = None) -> Artifact:
-    return Artifact(kind=kind, runtime=runtime, opset=opset, **file_entry(bundle_dir, path))  # type: ignore[arg-type]
+    return Artifact(kind=kind, runtime=runtime, opset=opset, **file_entry(bundle_dir, path))
 
 
 def preprocessing(run: TrainedRun) -> Preprocessing:
     mean, std = run.meta["input_mean"], run.meta["input_std"]
     return Preprocessing(
-        normalization={"kind": "standardize", "mean": mean.flatten().tolist(), "std": std.flatten().tolist(),
-                       "broadcast_shape": list(mean.shape)},
+        normalization={
+            "kind": "standardize",
+            "mean": mean.flatten().tolist(),
+            "std": std.flatten().tolist(),
+            "broadcast_shape": list(mean.shape),
+        },
         input_range=[run.meta["input_min"], run.meta["input_max"]],
         feature_names=run.meta["feature_names"],
         description="Feed raw inputs exactly as the data source yields them; the graph standardises them itself.",
@@ -103,7 +107,11 @@ def preprocessing(run: TrainedRun) -> Preprocessing:
 
 
 def write_manifest(
-    bundle_dir: Path, run: TrainedRun, artifacts: list[Artifact], golden: Golden, metrics: dict[str, float | None]
+    bundle_dir: Path,
+    run: TrainedRun,
+    artifacts: list[Artifact],
+    golden: Golden,
+    metrics: dict[str, float | None],
 ) -> Bundle:
     inputs, outputs = tensor_specs(run)
     manifest = Manifest(

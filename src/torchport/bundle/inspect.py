@@ -32,11 +32,18 @@ def print_bundle(root: Path, console: Console) -> None:
         verdict = verdicts.get(artifact.path)
         status = "-" if verdict is None else ("[green]pass[/]" if verdict.passed else "[red]FAIL[/]")
         artifacts.add_row(
-            artifact.path, artifact.kind, artifact.precision, str(artifact.opset or "-"),
-            f"{artifact.bytes / 1024:.1f} KiB", artifact.sha256[:12] + "…", status,
+            artifact.path,
+            artifact.kind,
+            artifact.precision,
+            str(artifact.opset or "-"),
+            f"{artifact.bytes / 1024:.1f} KiB",
+            artifact.sha256[:12] + "…",
+            status,
         )
     console.print(artifacts)
-    console.print(f"golden: {manifest.golden.samples} samples in {len(manifest.golden.inputs) + len(manifest.golden.outputs)} files")
+    console.print(
+        f"golden: {manifest.golden.samples} samples in {len(manifest.golden.inputs) + len(manifest.golden.outputs)} files"
+    )
     for name, value in manifest.metrics.items():
         console.print(f"{name}: {value:.4f}" if value is not None else f"{name}: -")
     origin = manifest.provenance

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchport.errors import BundleError
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION: Literal["1.0"] = "1.0"
 MANIFEST = "manifest.json"
 DTYPES: dict[str, str] = {"float32": "<f4", "float16": "<f2", "int64": "<i8", "int32": "<i4", "uint8": "|u1"}
 
@@ -44,7 +44,9 @@ class FileEntry(_Model):
 
 
 class Artifact(FileEntry):
-    kind: Literal["onnx", "aoti", "ort"] = Field(description="onnx: ONNX model; aoti: AOTInductor .pt2; ort: ORT format")
+    kind: Literal["onnx", "aoti", "ort"] = Field(
+        description="onnx: ONNX model; aoti: AOTInductor .pt2; ort: ORT format"
+    )
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     opset: int | None = None
     runtime: str = Field(description="the runtime the artifact is verified in, e.g. onnxruntime")
@@ -167,7 +169,11 @@ def safe_path(root: Path, relative: str) -> Path:
 
 
 def file_entry(root: Path, path: Path) -> dict[str, Any]:
-    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+    }
 
 
 def write_tensor(root: Path, relative: str, name: str, array: np.ndarray) -> GoldenTensor:
@@ -178,7 +184,7 @@ def write_tensor(root: Path, relative: str, name: str, array: np.ndarray) -> Gol
     target = root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(np.ascontiguousarray(array, dtype=DTYPES[dtype]).tobytes())
-    return GoldenTensor(name=name, dtype=dtype, shape=list(array.shape), **file_entry(root, target))  # type: ignore[arg-type]
+    return GoldenTensor(name=name, dtype=dtype, shape=list(array.shape), **file_entry(root, target))
 
 
 class Bundle:
@@ -211,7 +217,9 @@ class Bundle:
         array = np.frombuffer(raw, dtype=DTYPES[tensor.dtype])
         expected = int(np.prod(tensor.shape))
         if array.size != expected:
-            raise BundleError(f"golden tensor '{tensor.name}' holds {array.size} values, its shape {tensor.shape} needs {expected}")
+            raise BundleError(
+                f"golden tensor '{tensor.name}' holds {array.size} values, its shape {tensor.shape} needs {expected}"
+            )
         return array.reshape(tensor.shape).astype(tensor.dtype)
 
     def artifact(self, kind: str, precision: str = "fp32") -> Artifact | None:

@@ -50,23 +50,55 @@ def _parity_section(manifest: Manifest) -> str:
             for name, out in check.outputs.items():
                 verdict = '<span class="pass">pass</span>' if out.passed else '<span class="fail">FAIL</span>'
                 agreement = f"{out.argmax_agreement:.4f}" if out.argmax_agreement is not None else "-"
-                rows.append([html.escape(result.artifact), html.escape(result.runtime), html.escape(check.inputs),
-                             str(check.batch), html.escape(name), f"{out.max_abs:.2e}", f"{out.max_rel:.2e}",
-                             f"{out.needed_atol:.2e}", agreement, verdict])
+                rows.append(
+                    [
+                        html.escape(result.artifact),
+                        html.escape(result.runtime),
+                        html.escape(check.inputs),
+                        str(check.batch),
+                        html.escape(name),
+                        f"{out.max_abs:.2e}",
+                        f"{out.max_rel:.2e}",
+                        f"{out.needed_atol:.2e}",
+                        agreement,
+                        verdict,
+                    ]
+                )
     notes = "".join(
         f"<p class='fail'>{html.escape(r.artifact)}: first diverging layer: {html.escape(r.first_diverging_layer)}</p>"
-        for r in manifest.verification if r.first_diverging_layer
+        for r in manifest.verification
+        if r.first_diverging_layer
     )
     tolerances = ", ".join(sorted({f"atol {r.atol:g}, rtol {r.rtol:g}" for r in manifest.verification}))
-    headers = ["artifact", "runtime", "inputs", "batch", "output", "max abs", "max rel", "needed atol", "argmax", ""]
+    headers = [
+        "artifact",
+        "runtime",
+        "inputs",
+        "batch",
+        "output",
+        "max abs",
+        "max rel",
+        "needed atol",
+        "argmax",
+        "",
+    ]
     return f"<h2>Parity</h2><p>Tolerances: {html.escape(tolerances or '-')}</p>{notes}{_table(headers, rows)}"
 
 
 def _manifest_section(manifest: Manifest) -> str:
-    rows = [[html.escape(a.path), a.kind, a.precision, f"{a.bytes:,}", f"<code>{a.sha256[:16]}…</code>"]
-            for a in manifest.artifacts]
-    tensors = [[("input" if t in manifest.inputs else "output"), html.escape(t.name), t.dtype, html.escape(str(t.shape))]
-               for t in [*manifest.inputs, *manifest.outputs]]
+    rows = [
+        [html.escape(a.path), a.kind, a.precision, f"{a.bytes:,}", f"<code>{a.sha256[:16]}…</code>"]
+        for a in manifest.artifacts
+    ]
+    tensors = [
+        [
+            ("input" if t in manifest.inputs else "output"),
+            html.escape(t.name),
+            t.dtype,
+            html.escape(str(t.shape)),
+        ]
+        for t in [*manifest.inputs, *manifest.outputs]
+    ]
     labels = html.escape(", ".join(manifest.labels)) or "-"
     origin = manifest.provenance
     return (
@@ -97,7 +129,9 @@ def write_report(run_dir: Path) -> Path:
         f"{summary['parameters']:,} parameters.</p>"
     )
     if records:
-        sections.append(f"<h2>Training</h2><img alt='training curves' src='data:image/png;base64,{_curves_png(records)}'>")
+        sections.append(
+            f"<h2>Training</h2><img alt='training curves' src='data:image/png;base64,{_curves_png(records)}'>"
+        )
     if (run_dir / "bundle" / "manifest.json").is_file():
         manifest = read_bundle(run_dir / "bundle").manifest
         sections.append(_parity_section(manifest))

@@ -96,7 +96,9 @@ def default_run_dir(config: Config) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, split: Split, task: TaskAdapter, batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, split: Split, task: TaskAdapter, batch_size: int, device: torch.device
+) -> dict[str, float]:
     """Loss and the task's metric over a whole split, in eval mode."""
     if len(split.x) == 0:
         return {}
@@ -130,9 +132,7 @@ def _state(
     }
 
 
-def _restore(
-    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> Position:
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> Position:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -162,7 +162,9 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def train(config: Config, run_dir: Path | None = None, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
+def train(
+    config: Config, run_dir: Path | None = None, resume: bool = False, console: Console | None = None
+) -> dict[str, Any]:
     """Train ``config`` in ``run_dir``; return the summary that is also written to ``summary.json``."""
     console = console or Console()
     run_dir = Path(run_dir or default_run_dir(config))
@@ -199,7 +201,11 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, con
     (run_dir / "config.yaml").write_text(config.to_yaml())
 
     def checkpoint() -> None:
-        save_step_checkpoint(_state(model, optimizer, scheduler, position, config_hash, meta), checkpoints, position.global_step)
+        save_step_checkpoint(
+            _state(model, optimizer, scheduler, position, config_hash, meta),
+            checkpoints,
+            position.global_step,
+        )
 
     tensors = (torch.as_tensor(data.train.x), torch.as_tensor(data.train.y))
     loader = torch.utils.data.DataLoader(
@@ -218,8 +224,12 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, con
             epoch_started = time.perf_counter()
             sampler.set_epoch(position.epoch, skip=position.step_in_epoch)
             bar = progress.add_task(
-                "train", total=sampler.batches_per_epoch(), completed=position.step_in_epoch,
-                epoch=f"{position.epoch + 1}/{config.train.epochs}", loss=math.nan, throughput=0.0,
+                "train",
+                total=sampler.batches_per_epoch(),
+                completed=position.step_in_epoch,
+                epoch=f"{position.epoch + 1}/{config.train.epochs}",
+                loss=math.nan,
+                throughput=0.0,
             )
             for inputs, targets in loader:
                 inputs, targets = inputs.to(device), targets.to(device)
@@ -265,8 +275,13 @@ def train(config: Config, run_dir: Path | None = None, resume: bool = False, con
 
 
 def _end_of_epoch(
-    model: nn.Module, data: DataSplits, task: TaskAdapter, config: Config, device: torch.device,
-    position: Position, seconds: float,
+    model: nn.Module,
+    data: DataSplits,
+    task: TaskAdapter,
+    config: Config,
+    device: torch.device,
+    position: Position,
+    seconds: float,
 ) -> dict[str, Any]:
     val = evaluate(model, data.val, task, config.data.eval_batch_size, device)
     return {
@@ -281,7 +296,9 @@ def _end_of_epoch(
 def _update_best(position: Position, record: dict[str, Any], task: TaskAdapter) -> bool:
     value = record.get(f"val_{task.metric}", record["train_loss"])
     better = position.best_value is None or (
-        value > position.best_value if task.higher_is_better and f"val_{task.metric}" in record else value < position.best_value
+        value > position.best_value
+        if task.higher_is_better and f"val_{task.metric}" in record
+        else value < position.best_value
     )
     if better:
         position.best_value, position.best_epoch = float(value), position.epoch
@@ -294,8 +311,14 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 
 def _summary(
-    config: Config, run_dir: Path, position: Position, task: TaskAdapter, data: DataSplits,
-    trained_samples: int, elapsed: float, model: nn.Module,
+    config: Config,
+    run_dir: Path,
+    position: Position,
+    task: TaskAdapter,
+    data: DataSplits,
+    trained_samples: int,
+    elapsed: float,
+    model: nn.Module,
 ) -> dict[str, Any]:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     final = lines[-1] if lines else {}

@@ -13,21 +13,21 @@ from torchport.errors import ConfigError
 
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    choices = [n for n, obj in vars(torch.optim).items() if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)]
+    choices = [
+        n for n, obj in vars(torch.optim).items() if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)
+    ]
     cls = getattr(torch.optim, name, None)
     if name not in choices or cls is None:
         raise ConfigError(f"train.optimizer.name: unknown optimizer '{name}'{suggest(name, choices)}")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def _scheduler_class(name: str) -> type[Any]:
     schedulers = torch.optim.lr_scheduler
-    choices = [
-        n for n, obj in vars(schedulers).items() if inspect.isclass(obj) and n.endswith(("LR", "Plateau"))
-    ]
+    choices = [n for n, obj in vars(schedulers).items() if inspect.isclass(obj) and n.endswith(("LR", "Plateau"))]
     if name not in choices:
         raise ConfigError(f"train.scheduler.name: unknown scheduler '{name}'{suggest(name, choices)}")
-    return getattr(schedulers, name)  # type: ignore[no-any-return]
+    return getattr(schedulers, name)
 
 
 def _check_kwargs(cls: type[Any], kwargs: dict[str, Any], where: str, skip: tuple[str, ...]) -> None:
@@ -61,9 +61,7 @@ def scheduler_kwargs(config: SchedulerConfig, epochs: int, steps_per_epoch: int)
     return kwargs
 
 
-def build_scheduler(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> Any | None:
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any | None:
     if config.scheduler is None:
         return None
     cls = _scheduler_class(config.scheduler.name)

@@ -42,7 +42,8 @@ class TaskAdapter:
         return (targets - self.target_mean.to(targets.device)) / self.target_std.to(targets.device)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.criterion(outputs, self._scaled(targets))  # type: ignore[no-any-return]
+        loss: torch.Tensor = self.criterion(outputs, self._scaled(targets))
+        return loss
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         loss = float(self.loss(outputs, targets))

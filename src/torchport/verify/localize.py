@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 def _layer_scopes(module: nn.Module, names: list[str]) -> list[tuple[str, str, nn.Module]]:
     """(scope in the exported graph, human name, submodule) of the normalisation and each config layer."""
-    network = module.model  # type: ignore[attr-defined]
-    found = [("model.normalize", "input normalisation", network.normalize)]
+    network: Any = module.model
+    found: list[tuple[str, str, nn.Module]] = [("model.normalize", "input normalisation", network.normalize)]
     for index, layer in enumerate(network.layers):
         human = names[index] if index < len(names) else f"model.layers[{index}] ({type(layer).__name__})"
         found.append((f"model.layers.{index}", human, layer))
@@ -65,7 +66,9 @@ def _onnx_intermediates(path: Path, values: dict[str, str], inputs: np.ndarray) 
     return {scope: by_value[value] for scope, value in values.items()}
 
 
-def _torch_intermediates(module: nn.Module, layers: list[tuple[str, str, nn.Module]], inputs: np.ndarray) -> dict[str, np.ndarray]:
+def _torch_intermediates(
+    module: nn.Module, layers: list[tuple[str, str, nn.Module]], inputs: np.ndarray
+) -> dict[str, np.ndarray]:
     captured: dict[str, np.ndarray] = {}
     handles = []
     for scope, _, submodule in layers:
@@ -83,9 +86,7 @@ def _torch_intermediates(module: nn.Module, layers: list[tuple[str, str, nn.Modu
     return captured
 
 
-def first_diverging_layer(
-    path: Path, module: nn.Module, inputs: np.ndarray, tol: Tolerance, names: list[str]
-) -> str:
+def first_diverging_layer(path: Path, module: nn.Module, inputs: np.ndarray, tol: Tolerance, names: list[str]) -> str:
     """A sentence naming the first layer whose output differs beyond ``tol`` (or why none could be named)."""
     import onnx
 

@@ -44,7 +44,11 @@ def compare(candidate: np.ndarray, reference: np.ndarray, tol: Tolerance, argmax
     if argmax and candidate.ndim == 2 and len(candidate):
         agreement = float((candidate.argmax(axis=1) == reference.argmax(axis=1)).mean())
     return OutputParity(
-        max_abs=max_abs, max_rel=max_rel, needed_atol=needed, argmax_agreement=agreement, passed=finite and needed <= tol.atol
+        max_abs=max_abs,
+        max_rel=max_rel,
+        needed_atol=needed,
+        argmax_agreement=agreement,
+        passed=finite and needed <= tol.atol,
     )
 
 
@@ -58,7 +62,10 @@ def check(
         for name in want
     }
     return ParityCheck(
-        inputs=input_set.label, batch=len(input_set.inputs), outputs=outputs, passed=all(o.passed for o in outputs.values())
+        inputs=input_set.label,
+        batch=len(input_set.inputs),
+        outputs=outputs,
+        passed=all(o.passed for o in outputs.values()),
     )
 
 
@@ -81,7 +88,7 @@ def verify_artifact(
     return ArtifactVerification(
         artifact=artifact,
         runtime=runtime,
-        reference=reference_kind,  # type: ignore[arg-type]
+        reference=reference_kind,
         atol=tol.atol,
         rtol=tol.rtol,
         passed=all(c.passed for c in checks),
@@ -90,9 +97,7 @@ def verify_artifact(
     )
 
 
-def random_inputs(
-    shape: tuple[int, ...], dtype: str, low: float, high: float, batch: int, seed: int
-) -> np.ndarray:
+def random_inputs(shape: tuple[int, ...], dtype: str, low: float, high: float, batch: int, seed: int) -> np.ndarray:
     """Inputs drawn over the training range: they exercise every batch size, not only the data's."""
     rng = np.random.default_rng(seed)
     if dtype == "int64":

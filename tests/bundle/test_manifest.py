@@ -1,0 +1,94 @@
+"""The bundle contract: published schema, checksums, and paths that never leave the bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from torchport.bundle.manifest import manifest_json_schema, read_bundle, safe_path
+from torchport.errors import BundleError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "torchport.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_published_schema_is_current() -> None:
+    published = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+    assert published == manifest_json_schema(), (
+        "regenerate with: torchport schema manifest > schemas/manifest.schema.json"
+    )
+
+
+def test_manifest_validates_against_published_schema(digits_run: Path) -> None:
+    manifest = json.loads((digits_run / "bundle" / "manifest.json").read_text())
+    schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.validate(manifest, schema)
+    assert manifest["inputs"][0]["shape"] == ["batch", 1, 8, 8]
+    assert manifest["labels"] == [str(i) for i in range(10)]
+    assert {a["kind"] for a in manifest["artifacts"]} == {"onnx"}
+    assert manifest["provenance"]["torch"].startswith("2.")
+
+
+def test_golden_tensors_are_raw_little_endian(digits_run: Path) -> None:
+    """A reader in any language needs only the manifest: dtype, shape and raw bytes."""
+    manifest = json.loads((digits_run / "bundle" / "manifest.json").read_text())
+    golden = manifest["golden"]["inputs"][0]
+    raw = (digits_run / "bundle" / golden["path"]).read_bytes()
+    values = np.frombuffer(raw, dtype="<f4").reshape(golden["shape"])
+    assert values.shape == (8, 1, 8, 8) and values.min() >= 0 and values.max() <= 16
+
+
+def test_tampered_file_fails_its_checksum(digits_run: Path) -> None:
+    onnx_file = digits_run / "bundle" / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    result = _cli("verify", str(digits_run / "bundle"))
+    assert result.returncode == 2
+    assert "model.onnx' fails its checksum" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad_path", ["../outside.onnx", "/etc/passwd", "golden/../../x.bin", "~/x"])
+def test_paths_leaving_the_bundle_are_refused(digits_run: Path, bad_path: str) -> None:
+    manifest_path = digits_run / "bundle" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"][0]["path"] = bad_path
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="refusing it"):
+        read_bundle(digits_run / "bundle")
+    result = _cli("inspect", str(digits_run / "bundle"))
+    assert result.returncode == 2 and "refusing it" in result.stderr
+
+
+def test_links_inside_the_bundle_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("x")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "model.onnx").symlink_to(tmp_path / "secret")
+    with pytest.raises(BundleError, match="link"):
+        safe_path(tmp_path / "bundle", "model.onnx")
+
+
+def test_inspect_prints_a_summary(digits_run: Path) -> None:
+    result = _cli("inspect", str(digits_run / "bundle"))
+    assert result.returncode == 0, result.stderr
+    for expected in ("digits", "model.onnx", "['batch', 1, 8, 8]", "probabilities", "val_accuracy"):
+        assert expected in result.stdout
+
+
+def test_not_a_bundle_is_a_usage_error(tmp_path: Path) -> None:
+    result = _cli("verify", str(tmp_path))
+    assert result.returncode == 2 and "manifest.json not found" in result.stderr
