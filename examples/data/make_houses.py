@@ -25,10 +25,8 @@ def make_rows(rows: int = ROWS, seed: int = 7) -> list[dict[str, object]]:
         age = int(rng.integers(0, 90))
         distance = float(rng.uniform(0.5, 30.0))
         neighbourhood = names[int(rng.integers(0, len(names)))]
-        price = (
-            (60 + 2.6 * area + 12 * bedrooms - 0.6 * age - 2.5 * distance) * NEIGHBOURHOODS[neighbourhood]
-            + rng.normal(0, 15)
-        )
+        base = 60 + 2.6 * area + 12 * bedrooms - 0.6 * age - 2.5 * distance
+        price = base * NEIGHBOURHOODS[neighbourhood] + rng.normal(0, 15)
         table.append(
             {
                 "area_m2": round(area, 1),

@@ -60,25 +60,100 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args)  # config errors first: they need no torch import
     from torchport.pipeline import dry_build
 
-    config = _load(args)
     shape = dry_build(config)
     _console().print(f"[green]ok[/] {args.config}: config '{config.name}' is valid; model {shape}")
     return 0
 
 
+LAUNCH_OPTIONS = ("nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restarts")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from torchport.train import distributed
     from torchport.train.loop import train
 
     config = _load(args)
+    if args.nproc_per_node is not None:
+        return _launch_torchrun(args, config)
+    given = [f"--{name.replace('_', '-')}" for name in LAUNCH_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{given[0]} is a torchrun option; it needs --nproc-per-node N")
     summary = train(config, Path(args.run_dir) if args.run_dir else None, resume=args.resume, console=_console())
+    if distributed.env_rank() != 0:  # under torchrun, rank 0 speaks for the job
+        return 0
     best = summary["best"].get(summary["metric"])
     best_text = f"{summary['metric']} {best:.4f}" if best is not None else ""
+    world = f", world size {summary['world_size']}" if summary["world_size"] > 1 else ""
     _console().print(
         f"[green]trained[/] {config.name}: best {best_text} at epoch {summary['best'].get('epoch', 0) + 1}, "
-        f"{summary['samples_per_second']} samples/s, {summary['train_seconds']:.1f} s"
+        f"{summary['samples_per_second']} samples/s, {summary['train_seconds']:.1f} s{world}"
     )
+    return 0
+
+
+def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
+    """Hand the process over to torchrun (exec, not a child: signals and the exit code are torchrun's own)."""
+    import os
+    import shlex
+
+    from torchport.train import distributed
+    from torchport.train.launch import TorchrunOptions, torchrun_command, worker_args
+    from torchport.train.loop import default_run_dir
+
+    if distributed.under_torchrun():
+        raise UsageError("--nproc-per-node: this process already runs under torchrun; drop the option")
+    if config.train.strategy in ("dp", "single"):
+        raise UsageError(
+            f"train.strategy: '{config.train.strategy}' is one process; use ddp or auto with --nproc-per-node"
+        )
+    options = TorchrunOptions(
+        nproc_per_node=args.nproc_per_node,
+        nnodes=args.nnodes or "1",
+        node_rank=args.node_rank,
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id or config.name,
+        max_restarts=args.max_restarts or 0,
+    )
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    command = torchrun_command(
+        options, worker_args(Path(args.config), run_dir, args.overrides, args.resume, args.debug)
+    )
+    print(f"torchrun: {shlex.join(command)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # torchrun would set this too (with a banner); train.threads still sets each worker's own count.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from torchport.train.launch import ClusterJob, render
+
+    config = _load(args)
+    job = ClusterJob(
+        name=config.name,
+        config=Path(args.config).resolve(),
+        config_text=Path(args.config).read_text(),
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        run_dir=args.run_dir
+        or (
+            f"/workspace/runs/{config.name}" if args.emit == "kubernetes" else str(Path("runs", config.name).resolve())
+        ),
+        overrides=tuple(args.overrides),
+        max_restarts=args.max_restarts,
+        min_nodes=args.min_nodes,
+        image=args.image,
+    )
+    text = render(job, args.emit)
+    if args.output:
+        Path(args.output).write_text(text)
+        _console().print(f"wrote {args.output} ({args.emit}, {job.nnodes} node(s) x {job.procs_per_node} process(es))")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -112,6 +187,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from torchport.pipeline import verify_stage
 
     return 0 if verify_stage(Path(args.bundle), console=_console()) else 1
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from torchport.pipeline import optimize_stage
+
+    return 0 if optimize_stage(Path(args.bundle), console=_console()) else 1
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -156,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue from the run's last good checkpoint")
+    torchrun = train.add_argument_group("distributed (passed to torchrun; see README, Distributed training)")
+    torchrun.add_argument("--nproc-per-node", type=int, help="start N DDP processes on this node with torchrun")
+    torchrun.add_argument("--nnodes", help="number of nodes N, or MIN:MAX for an elastic job (default 1)")
+    torchrun.add_argument("--node-rank", type=int, help="fixed rank of this node (static rendezvous); omit for c10d")
+    torchrun.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous, the same on every node")
+    torchrun.add_argument("--rdzv-id", help="job id shared by every node (default: the config name)")
+    torchrun.add_argument("--max-restarts", type=int, help="restart the process group up to K times after a failure")
     verb("blocks", cmd_blocks, "list the built-in blocks and their arguments")
     verb("export", cmd_export, "export a trained run to ONNX (+ AOTInductor) and write its bundle").add_argument(
         "run_dir", help="a run directory written by `torchport train`"
@@ -163,8 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     verb("verify", cmd_verify, "check every artifact of a bundle against PyTorch").add_argument(
         "bundle", help="a bundle directory (RUN_DIR/bundle)"
     )
+    verb(
+        "optimize",
+        cmd_optimize,
+        "add optimised variants (graph-optimised, INT8, FP16, .ort) to a bundle, each gated on accuracy",
+    ).add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
     verb("inspect", cmd_inspect, "print a readable summary of a bundle").add_argument("bundle")
     verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument("name", choices=["manifest"])
+    launch = verb("launch", cmd_launch, "write a cluster job (SLURM sbatch script or Kubeflow PyTorchJob) for a config")
+    _config_args(launch)
+    launch.add_argument("--emit", required=True, choices=["slurm", "kubernetes"], help="what to write")
+    launch.add_argument("--nodes", type=int, default=1, help="number of machines (default 1)")
+    launch.add_argument(
+        "--gpus-per-node", type=int, default=0, help="GPUs (= processes) per machine; 0: one CPU process"
+    )
+    launch.add_argument("--min-nodes", type=int, help="elastic: run with as few as this many nodes (default --nodes)")
+    launch.add_argument("--max-restarts", type=int, default=3, help="torchrun restarts after a failure (default 3)")
+    launch.add_argument("--image", default="torchport:latest", help="kubernetes: container image with torchport")
+    launch.add_argument("--run-dir", help="run directory as the nodes see it")
+    launch.add_argument("--output", "-o", help="write here instead of stdout")
     run = verb("run", cmd_run, "train, export, verify and bundle in one go (default: the digits CNN)")
     _config_args(run, optional=True)
     run.add_argument("--run-dir", help="where to write (default: runs/<config name>)")

@@ -20,9 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from torchport.errors import ConfigError
 
-DataSource = Literal[
-    "digits", "iris", "wine", "breast_cancer", "csv", "parquet", "npy", "npz", "image_folder"
-]
+DataSource = Literal["digits", "iris", "wine", "breast_cancer", "csv", "parquet", "npy", "npz", "image_folder"]
 FILE_SOURCES = ("csv", "parquet", "npy", "npz", "image_folder")
 
 
@@ -97,6 +95,10 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     threads: int | None = Field(None, ge=1)
+    # Distribution (train/distributed.py). auto: DDP under torchrun, otherwise one process.
+    strategy: Literal["auto", "ddp", "dp", "single"] = "auto"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    sync_batchnorm: bool = False  # DDP on CUDA only; batch statistics over the global batch
 
 
 class OutputNames(StrictModel):
@@ -112,6 +114,33 @@ class ExportConfig(StrictModel):
     input_name: str = "input"
     output_names: OutputNames = Field(default_factory=OutputNames)
     golden_samples: int = Field(8, ge=1, le=1024)
+    # Optimised variants (`torchport optimize`, and `run` after verify); each is kept only if it passes its gate.
+    variants: list[Literal["optimized", "int8", "fp16", "ort"]] = Field(
+        default_factory=lambda: ["optimized", "int8", "fp16", "ort"]  # type: ignore[arg-type]
+    )
+    # Classification: the largest absolute drop in validation accuracy; regression: the largest relative rise in
+    # validation RMSE (0.01 = 1 %). Measured against the fp32 model.onnx in ONNX Runtime.
+    max_accuracy_drop: float = Field(0.01, allow_inf_nan=False)
+    # auto: static QDQ when the graph has convolutions, dynamic for linear/recurrent-only graphs.
+    int8_mode: Literal["auto", "static", "dynamic"] = "auto"
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+    per_channel: bool = False
+    # Static INT8 activations. uint8 (U8S8): on x86 CPUs without VNNI ONNX Runtime fuses only U8S8 QDQ into
+    # QLinearConv; int8 (S8S8, onnxruntime's default) leaves most convolutions in float there. ARM prefers int8.
+    int8_activations: Literal["uint8", "int8"] = "uint8"
+    # Timed runs per (batch, threads) measurement; 0 skips latency measurement.
+    latency_iterations: int = Field(30, ge=0, le=100_000)
+    # true: a refused or failed variant fails the stage (exit 1); false: it is reported and left out.
+    strict_variants: bool = False
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_variants(cls, variants: list[str]) -> list[str]:
+        repeated = sorted({v for v in variants if variants.count(v) > 1})
+        if repeated:
+            raise ValueError(f"variant(s) listed twice: {', '.join(repeated)}")
+        return variants
 
 
 class VerifyConfig(StrictModel):
@@ -169,9 +198,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return config_from_dict(raw, base_dir=path.resolve().parent, overrides=overrides)
 
 
-def config_from_dict(
-    raw: dict[str, Any], base_dir: Path, overrides: list[str] | None = None
-) -> Config:
+def config_from_dict(raw: dict[str, Any], base_dir: Path, overrides: list[str] | None = None) -> Config:
     """Validate a config mapping whose relative paths are relative to ``base_dir``."""
     for override in overrides or []:
         apply_override(raw, override)
@@ -271,16 +298,18 @@ def _descend(node: Any, part: str | int, next_part: str | int, key_path: str) ->
     if isinstance(part, int):
         if not isinstance(node, list) or part >= len(node):
             raise ConfigError(f"override '{key_path}': index [{part}] is out of range")
-        return node[part]
+        child = node[part]
+        if isinstance(child, str) and isinstance(next_part, str):
+            # A bare block name (`- relu`) gains arguments: `layers[1].relu.inplace=true` makes it {relu: {...}}.
+            if child != next_part:
+                raise ConfigError(f"override '{key_path}': entry [{part}] is '{child}', not '{next_part}'")
+            child = node[part] = {child: {}}
+        return child
     if not isinstance(node, dict):
         raise ConfigError(f"override '{key_path}': '{part}' is not inside a mapping")
     child = node.get(part)
     if child is None:
         child = [] if isinstance(next_part, int) else {}
-        node[part] = child
-    if isinstance(child, str) and isinstance(next_part, str):
-        # A bare block name (`- relu`) gains arguments: turn it into {relu: {...}}.
-        child = {child: {}}
         node[part] = child
     return child
 
@@ -322,22 +351,61 @@ def suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+# Pydantic names the alternative of a union in the location (``kernel_size.int``, ``aoti.literal['auto']``);
+# these are not keys a user wrote, so they are taken out of the key path.
+_TYPE_TAGS = frozenset({"int", "float", "str", "bool", "none", "bytes", "list", "dict", "tuple", "set"})
+
+
+def _is_union_tag(part: str | int) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or not part.isidentifier())
+
+
+def _describe_tag(tag: str) -> str:
+    """``literal['same','valid']`` -> ``'same' or 'valid'``; other tags are type names already."""
+    if tag.startswith("literal[") and tag.endswith("]"):
+        return " or ".join(tag[len("literal[") : -1].split(","))
+    return tag
+
+
+def _alternative_of(loc: tuple[str | int, ...], head: tuple[str | int, ...]) -> bool:
+    """Whether an error at ``loc`` is about the value at ``head`` failing one alternative of its union."""
+    return len(loc) > len(head) and loc[: len(head)] == head and _is_union_tag(loc[len(head)])
+
+
+def _user_key_path(loc: tuple[str | int, ...], unknown_key: bool) -> tuple[str | int, ...]:
+    """The location without union tags; an unknown key's last part is what the user wrote, even ``int``."""
+    body = loc[:-1] if unknown_key else loc
+    return tuple(part for part in body if not _is_union_tag(part)) + (loc[-1:] if unknown_key else ())
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """The first pydantic error as one line: key path, what was wrong, what was expected."""
-    errors = exc.errors()
+    """The first pydantic error as one line: key path, what was wrong, what was expected.
+
+    An unknown key is reported before a missing one (``modle:`` is why ``model`` is missing), and the failed
+    alternatives of a union (``int | tuple[int, int]``) are one error about one key.
+    """
+    errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
     first = errors[0]
     loc = tuple(first["loc"])
-    path = format_key_path(((prefix,) if prefix else ()) + loc)
-    kind = first["type"]
-    if kind == "extra_forbidden":
+    unknown_key = first["type"] == "extra_forbidden"
+    tag_at = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None) if not unknown_key else None
+    group = [first]
+    if tag_at is not None:
+        group = [error for error in errors if _alternative_of(tuple(error["loc"]), loc[:tag_at])]
+        # A value with the outer type of one alternative that failed inside it ([3, 'a']) is reported there.
+        first = max(group, key=lambda error: len(error["loc"]))
+    path = format_key_path(((prefix,) if prefix else ()) + _user_key_path(tuple(first["loc"]), unknown_key))
+    if unknown_key:
         holder = _model_at(model, loc)
         allowed = sorted(holder.model_fields) if holder else []
         hint = suggest(str(loc[-1]), allowed)
         message = f"{path}: unknown key{hint}" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
-    elif kind == "missing":
+    elif first["type"] == "missing":
         message = f"{path}: required key is missing"
+    elif tag_at is not None and len(group) > 1 and len(first["loc"]) == tag_at + 1:
+        expected = " or ".join(_describe_tag(str(error["loc"][tag_at])) for error in group)
+        message = f"{path}: expected {expected} (got {first.get('input')!r})"
     else:
-        got = first.get("input")
-        message = f"{path}: {first['msg'][0].lower()}{first['msg'][1:]} (got {got!r})"
-    more = len(errors) - 1
+        message = f"{path}: {first['msg'][0].lower()}{first['msg'][1:]} (got {first.get('input')!r})"
+    more = len(errors) - len(group)
     return message + (f" [and {more} more error{'s' if more > 1 else ''}]" if more else "")

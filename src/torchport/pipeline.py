@@ -8,6 +8,7 @@ everything. Nothing passes between stages in memory, so a user can enter at any 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from torchport.bundle.build import (
 from torchport.bundle.manifest import Artifact, ArtifactVerification, Bundle, read_bundle
 from torchport.config import Config
 from torchport.data import load_data
-from torchport.errors import ConfigError
+from torchport.errors import ConfigError, UsageError
 from torchport.export.deployable import TrainedRun, load_trained_run
 from torchport.models.compose import build_model, layer_names
 from torchport.verify.parity import InputSet, Tolerance, random_inputs, verify_artifact
@@ -82,7 +83,9 @@ def export_stage(run_dir: Path, console: Console) -> Bundle:
     data = load_data(run.config.data, run.config.seed)
     golden = write_golden(bundle_dir, run, data.val.x[: run.config.export.golden_samples])
     task = make_task(run.config.train, data)
-    metrics: dict[str, float | None] = {f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, _cpu()).items()}
+    metrics: dict[str, float | None] = {
+        f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, _cpu()).items()
+    }
     bundle = write_manifest(bundle_dir, run, artifacts, golden, metrics)
     console.print(f"bundle written to {bundle_dir}")
     return bundle
@@ -135,52 +138,72 @@ def _input_sets(run: TrainedRun, bundle: Bundle) -> list[InputSet]:
     return sets
 
 
-def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]:
-    """Check checksums, then every artifact against PyTorch (or, for a bundle alone, its golden outputs)."""
-    from torchport.verify.localize import first_diverging_layer
+@dataclass
+class _ParityContext:
+    """What every artifact of one bundle is compared against, and on which inputs."""
 
-    bundle = read_bundle(bundle_dir)
-    bundle.verify_all()
-    run_dir = bundle_dir.parent
+    run: TrainedRun | None
+    tol: Tolerance
+    reference: Runner
+    reference_kind: str
+    input_sets: list[InputSet]
+    output_names: list[str]
+    argmax_outputs: set[str]
+
+
+def _parity_context(bundle: Bundle) -> _ParityContext:
+    run_dir = bundle.root.parent
     output_names = [o.name for o in bundle.manifest.outputs]
     argmax_outputs = set(output_names) if bundle.manifest.task == "classification" else set()
-    run: TrainedRun | None = None
     if (run_dir / "config.yaml").is_file():
         run = load_trained_run(run_dir, bundle.manifest.provenance.checkpoint)
-    if run is not None:
         tol = Tolerance(run.config.verify.atol, run.config.verify.rtol)
-        reference, reference_kind, input_sets = (
-            torch_runner(run.module, output_names),
-            "pytorch",
-            _input_sets(run, bundle),
-        )
-    else:
-        tol = Tolerance()
-        golden_set, reference = _golden_reference(bundle)
-        reference_kind, input_sets = "golden", [golden_set]
+        reference = torch_runner(run.module, output_names)
+        return _ParityContext(run, tol, reference, "pytorch", _input_sets(run, bundle), output_names, argmax_outputs)
+    golden_set, golden = _golden_reference(bundle)
+    return _ParityContext(None, Tolerance(), golden, "golden", [golden_set], output_names, argmax_outputs)
 
-    results = []
-    for artifact in bundle.manifest.artifacts:
-        if artifact.kind not in ("onnx", "aoti"):
-            continue
-        candidate = _candidate(bundle, artifact, output_names)
-        result = verify_artifact(
-            artifact.path,
-            artifact.runtime,
-            candidate,
-            reference,
-            reference_kind,
-            input_sets,
-            tol,
-            argmax_outputs,
+
+def _check_artifact(bundle: Bundle, artifact: Artifact, context: _ParityContext) -> ArtifactVerification:
+    """fp32 artifacts (exported or variants) must match the reference within tolerance; reduced-precision
+    variants (int8, fp16) cannot by design, so their errors are recorded and they are judged by their accuracy
+    gate and finite outputs (see export/optimize.py)."""
+    from torchport.export.optimize import judged_by_accuracy
+    from torchport.verify.localize import first_diverging_layer
+
+    candidate = _candidate(bundle, artifact, context.output_names)
+    result = verify_artifact(
+        artifact.path,
+        artifact.runtime,
+        candidate,
+        context.reference,
+        context.reference_kind,
+        context.input_sets,
+        context.tol,
+        context.argmax_outputs,
+    )
+    if artifact.precision != "fp32":
+        return judged_by_accuracy(result, artifact.accuracy)
+    run = context.run
+    if not result.passed and run is not None and artifact.kind == "onnx" and artifact.variant is None:
+        probe = context.input_sets[0].inputs[:64]
+        names = layer_names(run.config.model.layers)
+        result.first_diverging_layer = first_diverging_layer(
+            bundle.path(artifact.path), run.module, probe, context.tol, names
         )
-        if not result.passed and run is not None and artifact.kind == "onnx":
-            probe = input_sets[0].inputs[:64]
-            names = layer_names(run.config.model.layers)
-            result.first_diverging_layer = first_diverging_layer(
-                bundle.path(artifact.path), run.module, probe, tol, names
-            )
-        results.append(result)
+    return result
+
+
+def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]:
+    """Check checksums, then every artifact against PyTorch (or, for a bundle alone, its golden outputs)."""
+    bundle = read_bundle(bundle_dir)
+    bundle.verify_all()
+    context = _parity_context(bundle)
+    results = [
+        _check_artifact(bundle, artifact, context)
+        for artifact in bundle.manifest.artifacts
+        if artifact.kind in ("onnx", "aoti", "ort")
+    ]
     bundle.manifest.verification = results
     bundle.save()
     return bundle, results
@@ -236,6 +259,59 @@ def verify_stage(bundle_dir: Path, console: Console) -> bool:
     return passed
 
 
+# --- optimize ------------------------------------------------------------------------------------------------
+
+
+def optimize_stage(bundle_dir: Path, console: Console) -> bool:
+    """Add the variants in ``export.variants`` to a bundle, each gated on accuracy (and fp32 ones on parity).
+
+    A refused or failed variant is left out and named in one line; it fails the stage only with
+    ``export.strict_variants: true``. Needs the run directory around the bundle: calibration and the gate use
+    its data.
+    """
+    from torchport.export.optimize import optimize_bundle, refusal_lines
+
+    started = time.perf_counter()
+    bundle = read_bundle(bundle_dir)
+    bundle.verify_all()
+    if not (bundle_dir.parent / "config.yaml").is_file():
+        raise UsageError(
+            f"{bundle_dir}: optimize needs the run directory around the bundle (its config.yaml, checkpoint and "
+            "data) to calibrate and gate the variants"
+        )
+    context = _parity_context(bundle)
+    assert context.run is not None
+    config = context.run.config
+    if not config.export.variants:
+        console.print("no variants requested (export.variants is empty)")
+        return True
+    data = load_data(config.data, config.seed)
+    outcomes = optimize_bundle(
+        bundle,
+        config.export,
+        data,
+        config.seed,
+        lambda artifact: _check_artifact(bundle, artifact, context),
+        console.print,
+    )
+    from torchport.bundle.inspect import variants_table
+
+    console.print(variants_table(bundle.manifest))
+    kept = sum(o.status == "kept" for o in outcomes)
+    left_out = refusal_lines(outcomes)
+    passed = not (left_out and config.export.strict_variants)
+    verdict = (
+        "[green]optimized[/]"
+        if not left_out
+        else ("[bold red]optimize failed[/]" if not passed else "[yellow]optimized[/]")
+    )
+    console.print(
+        f"{verdict} {kept} of {len(outcomes)} variant(s) kept in {time.perf_counter() - started:.1f} s"
+        + (f"; left out: {', '.join(o.path for o in outcomes if o.status != 'kept')}" if left_out else "")
+    )
+    return passed
+
+
 # --- run -----------------------------------------------------------------------------------------------------
 
 
@@ -259,6 +335,12 @@ def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool
     start = time.perf_counter()
     passed = verify_stage(run_dir / "bundle", console)
     timed("verify", start)
+    if config.export.variants and passed:
+        start = time.perf_counter()
+        passed = optimize_stage(run_dir / "bundle", console)
+        timed("optimize", start)
+    elif config.export.variants:
+        console.print("[yellow]skipped optimize:[/] model.onnx failed verification, so no variant is made from it")
     start = time.perf_counter()
     report = write_report(run_dir)
     timed("report", start)

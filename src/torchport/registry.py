@@ -43,7 +43,7 @@ class Registry(Generic[T]):
         if name in self._items:
             return self._items[name]
         if ":" in name:
-            return import_object(name, import_paths, where)  # type: ignore[no-any-return]
+            return import_object(name, import_paths, where)
         prefix = f"{where}: " if where else ""
         raise ConfigError(
             f"{prefix}unknown {self.kind} '{name}'{suggest(name, self.names())}"
@@ -55,7 +55,7 @@ def import_object(path: str, import_paths: Iterable[Path] = (), where: str = "")
     """Import ``package.module:Attr`` with the given folders importable."""
     prefix = f"{where}: " if where else ""
     module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
+    if not module_name or not attr or module_name.startswith("."):
         raise ConfigError(f"{prefix}'{path}' is not an import path; expected package.module:ClassName")
     for folder in import_paths:
         if str(folder) not in sys.path:
@@ -64,6 +64,11 @@ def import_object(path: str, import_paths: Iterable[Path] = (), where: str = "")
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{prefix}cannot import module '{module_name}': {exc}") from None
+    except Exception as exc:  # the user's module itself is broken (syntax error, raises at import)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(
+            f"{prefix}importing module '{module_name}' failed: {type(exc).__name__}: {first_line}"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:

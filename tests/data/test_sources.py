@@ -110,9 +110,7 @@ def _write(tmp_path: Path, frame: pd.DataFrame) -> Path:
         ({"categorical": ["price"]}, "data.categorical", "not a feature column"),
     ],
 )
-def test_csv_column_errors_name_the_key(
-    tmp_path: Path, update: dict[str, Any], key: str, fragment: str
-) -> None:
+def test_csv_column_errors_name_the_key(tmp_path: Path, update: dict[str, Any], key: str, fragment: str) -> None:
     cfg = updated(write_csv(tmp_path), **{"features": ["size", "color"], **update})
     with pytest.raises(DataError) as err:
         load_data(cfg, seed=0)
@@ -197,9 +195,7 @@ def test_string_targets_from_npy_are_labels(tmp_path: Path) -> None:
     assert load_data(cfg, seed=0).class_names == ["no", "yes"]
 
 
-@pytest.mark.parametrize(
-    ("update", "key"), [({"x_key": "inputs"}, "data.x_key"), ({"y_key": "labels"}, "data.y_key")]
-)
+@pytest.mark.parametrize(("update", "key"), [({"x_key": "inputs"}, "data.x_key"), ({"y_key": "labels"}, "data.y_key")])
 def test_npz_missing_array_names_the_key(tmp_path: Path, update: dict[str, str], key: str) -> None:
     cfg = updated(write_npz(tmp_path), **update)
     with pytest.raises(DataError, match=rf"^{key}: array '\w+' not found in .*; arrays are: x, y$"):

@@ -121,9 +121,7 @@ def test_two_dimensional_samples_get_per_channel_statistics(tmp_path: Path) -> N
     np.savez(tmp_path / "s.npz", x=rng.normal(size=(30, 2, 7)) * [[1.0], [5.0]], y=np.arange(30) % 2)
     data = load_data(DataConfig(source="npz", path=tmp_path / "s.npz"), seed=0)
     assert data.input_mean.shape == (2, 1)
-    np.testing.assert_allclose(
-        data.input_std[:, 0], data.train.x.astype(np.float64).std(axis=(0, 2)), rtol=1e-5
-    )
+    np.testing.assert_allclose(data.input_std[:, 0], data.train.x.astype(np.float64).std(axis=(0, 2)), rtol=1e-5)
 
 
 def test_normalize_false_gives_identity_statistics(tmp_path: Path) -> None:

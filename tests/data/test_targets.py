@@ -40,9 +40,7 @@ def test_mixed_object_labels_fall_back_to_text() -> None:
 
 def test_explicit_task_overrides_inference() -> None:
     regression = encode_targets(np.array([1, 2, 3]), "regression", "k")
-    assert (
-        regression.task == "regression" and regression.y.shape == (3, 1) and regression.y.dtype == np.float32
-    )
+    assert regression.task == "regression" and regression.y.shape == (3, 1) and regression.y.dtype == np.float32
     classification = encode_targets(np.array([0.5, 1.5, 0.5]), "classification", "k")
     assert classification.class_names == ["0.5", "1.5"]
 

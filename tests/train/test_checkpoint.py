@@ -67,3 +67,23 @@ def test_resume_falls_back_to_previous_good_checkpoint(tmp_path: Path) -> None:
 def test_no_good_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         load_latest_good(tmp_path)
+
+
+def test_background_writer_keeps_order_and_reports_a_failed_write(tmp_path: Path) -> None:
+    from torchport.train.checkpoint import CheckpointWriter
+
+    state = _state(1.0)
+    with CheckpointWriter(tmp_path / "ok") as writer:
+        writer.submit(state, 1)
+        state["model"]["w"].add_(1)  # type: ignore[index]  # a later step must not leak into the written file
+        writer.submit(_state(2.0), 2, best=True)
+    assert torch.equal(load_checkpoint(tmp_path / "ok" / "ckpt-00000001.pt")["model"]["w"], torch.ones(3))
+    assert load_checkpoint(tmp_path / "ok" / "last.pt")["position"] == {"global_step": 2}
+    assert load_checkpoint(tmp_path / "ok" / "best.pt")["position"] == {"global_step": 2}
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the checkpoint folder should be")
+    writer = CheckpointWriter(blocked)
+    writer.submit(_state(3.0), 3)
+    with pytest.raises(CheckpointError, match="writing a checkpoint"):
+        writer.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from torchport.bundle.manifest import read_bundle
+from torchport.bundle.manifest import Artifact, Latency, Manifest, read_bundle
 
 
 def print_bundle(root: Path, console: Console) -> None:
@@ -41,9 +41,10 @@ def print_bundle(root: Path, console: Console) -> None:
             status,
         )
     console.print(artifacts)
-    console.print(
-        f"golden: {manifest.golden.samples} samples in {len(manifest.golden.inputs) + len(manifest.golden.outputs)} files"
-    )
+    if any(a.latency or a.accuracy for a in manifest.artifacts) or manifest.variants:
+        console.print(variants_table(manifest))
+    files = len(manifest.golden.inputs) + len(manifest.golden.outputs)
+    console.print(f"golden: {manifest.golden.samples} samples in {files} files")
     for name, value in manifest.metrics.items():
         console.print(f"{name}: {value:.4f}" if value is not None else f"{name}: -")
     origin = manifest.provenance
@@ -52,3 +53,45 @@ def print_bundle(root: Path, console: Console) -> None:
         f"{origin.onnxruntime}; config {origin.config_name} ({origin.config_hash}); commit {origin.git_commit or '-'};"
         f" {origin.created}"
     )
+
+
+def _ms(latencies: list[Latency], batch: int, threads: int) -> str:
+    found = next((x for x in latencies if x.batch == batch and x.threads == threads), None)
+    return "-" if found is None else f"{found.median_ms:.3g} / {found.p99_ms:.3g}"
+
+
+def _accuracy(artifact: Artifact) -> str:
+    gate = artifact.accuracy
+    if gate is None:
+        return "-"
+    if artifact.variant is None:
+        return f"{gate.value:.4f}"
+    if gate.metric == "val_accuracy":  # the difference to fp32, negative when the variant is worse
+        return f"{gate.value:.4f} ({gate.value - gate.reference:+.4f})"
+    return f"{gate.value:.4g} ({gate.change * 100:+.2f}%)"  # RMSE: the relative rise over fp32
+
+
+def variants_table(manifest: Manifest) -> Table:
+    """Size, accuracy and ONNX Runtime CPU latency (median / p99 ms) of the fp32 model and its variants."""
+    table = Table(
+        title="variants: size, accuracy (vs fp32), ONNX Runtime CPU latency in ms, median / p99, batch b, threads t"
+    )
+    for column in ("path", "precision", "size", "vs fp32", "accuracy", "b1 t1", "b1 t2", "b64 t1", "b64 t2"):
+        table.add_column(column)
+    fp32 = next((a for a in manifest.artifacts if a.kind == "onnx" and a.variant is None), None)
+    for artifact in manifest.artifacts:
+        if artifact.kind == "aoti":
+            continue
+        ratio = f"{fp32.bytes / artifact.bytes:.2f}x smaller" if fp32 and artifact is not fp32 else "-"
+        table.add_row(
+            artifact.path,
+            artifact.precision,
+            f"{artifact.bytes / 1024:.1f} KiB",
+            ratio,
+            _accuracy(artifact),
+            *(_ms(artifact.latency, b, t) for b, t in ((1, 1), (1, 2), (64, 1), (64, 2))),
+        )
+    left_out = [f"{o.status} {o.path}: {o.reason}" for o in manifest.variants if o.status != "kept"]
+    if left_out:
+        table.caption = "\n".join(left_out)
+    return table

@@ -43,6 +43,32 @@ class FileEntry(_Model):
     bytes: int = Field(ge=0)
 
 
+class Latency(_Model):
+    """Wall time of one ``session.run`` in ONNX Runtime on the CPU, over ``iterations`` timed runs after warm-up."""
+
+    batch: int = Field(ge=1)
+    threads: int = Field(ge=1, description="intra-op threads of the session")
+    median_ms: float
+    p99_ms: float = Field(description="99th percentile; with few iterations this is close to the maximum")
+    iterations: int = Field(ge=1)
+
+
+class AccuracyGate(_Model):
+    """The variant's validation metric against the fp32 ONNX model's, both run in ONNX Runtime."""
+
+    metric: str = Field(description="e.g. val_accuracy (higher is better) or val_rmse (lower is better)")
+    value: float
+    reference: float = Field(description="the same metric for the fp32 model.onnx")
+    change: float = Field(
+        description="accuracy: absolute drop (reference - value); rmse: relative rise (value / reference - 1)"
+    )
+    max_drop: float = Field(description="export.max_accuracy_drop: the largest change the gate allows")
+    passed: bool
+
+
+Variant = Literal["optimized", "int8", "fp16", "ort"]
+
+
 class Artifact(FileEntry):
     kind: Literal["onnx", "aoti", "ort"] = Field(
         description="onnx: ONNX model; aoti: AOTInductor .pt2; ort: ORT format"
@@ -50,6 +76,15 @@ class Artifact(FileEntry):
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     opset: int | None = None
     runtime: str = Field(description="the runtime the artifact is verified in, e.g. onnxruntime")
+    variant: Variant | None = Field(
+        None, description="how it was derived from derived_from; null for the artifacts export wrote"
+    )
+    derived_from: str | None = Field(None, description="the bundle path of the artifact this variant was made from")
+    recipe: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="the settings that made the variant, e.g. calibration method"
+    )
+    accuracy: AccuracyGate | None = None
+    latency: list[Latency] = Field(default_factory=list, description="ONNX Runtime CPU latency per batch and threads")
 
 
 class GoldenTensor(FileEntry):
@@ -101,6 +136,11 @@ class ArtifactVerification(_Model):
     checks: list[ParityCheck]
     first_diverging_layer: str | None = None
     seconds: float
+    judged_by: Literal["parity", "accuracy"] = Field(
+        "parity",
+        description="parity: every output within atol/rtol; accuracy (reduced-precision variants): the errors are "
+        "recorded against atol/rtol for information, and the artifact passes on finite outputs and its accuracy gate",
+    )
 
 
 class Provenance(_Model):
@@ -117,6 +157,15 @@ class Provenance(_Model):
     data_source: str
 
 
+class VariantOutcome(_Model):
+    """What `torchport optimize` did with one requested variant; refused and failed ones are not in the bundle."""
+
+    variant: Variant
+    path: str
+    status: Literal["kept", "refused", "failed"]
+    reason: str = Field("", description="one line: why it was refused or failed")
+
+
 class Manifest(_Model):
     format_version: Literal["1.0"] = FORMAT_VERSION
     name: str
@@ -129,6 +178,7 @@ class Manifest(_Model):
     golden: Golden
     metrics: dict[str, float | None] = Field(default_factory=dict, description="validation metrics of the checkpoint")
     verification: list[ArtifactVerification] = Field(default_factory=list)
+    variants: list[VariantOutcome] = Field(default_factory=list, description="the last optimize run's outcomes")
     provenance: Provenance
 
 
@@ -204,7 +254,8 @@ class Bundle:
         actual = sha256_file(target)
         if actual != entry.sha256:
             raise BundleError(
-                f"bundle file '{entry.path}' fails its checksum: SHA-256 {actual[:12]}… != manifest {entry.sha256[:12]}…"
+                f"bundle file '{entry.path}' fails its checksum: "
+                f"SHA-256 {actual[:12]}… != manifest {entry.sha256[:12]}…"
             )
         return target
 

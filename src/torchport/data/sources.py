@@ -145,9 +145,7 @@ def _from_frame(frame: pd.DataFrame, cfg: DataConfig, path: Path, source: str) -
 def _pick_target(target: str | None, columns: list[str], path: Path) -> str:
     if target is None:
         if len(columns) < 2:
-            raise DataError(
-                f"data.path: {path} has only the column '{columns[0]}'; need features and a target"
-            )
+            raise DataError(f"data.path: {path} has only the column '{columns[0]}'; need features and a target")
         return columns[-1]
     if target not in columns:
         raise DataError(
@@ -167,9 +165,7 @@ def _pick_features(features: list[str] | None, target: str, columns: list[str], 
             f"columns are: {', '.join(columns)}"
         )
     if target in features:
-        raise DataError(
-            f"data.features: '{target}' is the target column (data.target); remove it from features"
-        )
+        raise DataError(f"data.features: '{target}' is the target column (data.target); remove it from features")
     duplicates = sorted({name for name in features if features.count(name) > 1})
     if duplicates:
         raise DataError(f"data.features: column '{duplicates[0]}' is listed more than once")
@@ -183,8 +179,7 @@ def _pick_categorical(listed: list[str], features: list[str], frame: pd.DataFram
     stray = [name for name in listed if name not in features]
     if stray:
         raise DataError(
-            f"data.categorical: column '{stray[0]}' is not a feature column; "
-            f"features are: {', '.join(features)}"
+            f"data.categorical: column '{stray[0]}' is not a feature column; features are: {', '.join(features)}"
         )
     chosen = set(listed)
     for name in features:
@@ -226,9 +221,7 @@ def _check_missing(frame: pd.DataFrame, target: str, features: list[str], path: 
     )
 
 
-def _encode_features(
-    frame: pd.DataFrame, features: list[str], categorical: set[str]
-) -> tuple[np.ndarray, list[str]]:
+def _encode_features(frame: pd.DataFrame, features: list[str], categorical: set[str]) -> tuple[np.ndarray, list[str]]:
     """Numeric columns as float32, categorical ones one-hot ("column=value"), in the order of ``features``."""
     blocks: list[np.ndarray] = []
     names: list[str] = []
@@ -337,9 +330,7 @@ def read_image_folder(cfg: DataConfig) -> RawData:
     root = _existing(cfg.path, "data.path", cfg.source, folder=True)
     files, labels = _image_files(root)
     if cfg.image_size is not None and min(cfg.image_size) < 1:
-        raise DataError(
-            f"data.image_size: must be two positive integers (height, width), got {cfg.image_size}"
-        )
+        raise DataError(f"data.image_size: must be two positive integers (height, width), got {cfg.image_size}")
     mode = "L" if cfg.color_mode == "grayscale" else "RGB"
     images = [_read_image(path, mode, cfg.image_size) for path in files]
     _check_same_size(images, files)

@@ -81,9 +81,7 @@ def _count(fraction: float, n: int) -> int:
     return math.ceil(round(fraction * n, 9)) if fraction > 0 else 0
 
 
-def _carve(
-    indices: np.ndarray, n_take: int, labels: np.ndarray | None, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _carve(indices: np.ndarray, n_take: int, labels: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (kept, taken) with ``n_take`` taken."""
     from sklearn.model_selection import train_test_split
 

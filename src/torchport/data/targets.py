@@ -104,6 +104,5 @@ def _check_finite(y: np.ndarray, key: str) -> None:
     if bad.any():
         first = int(np.argmax(bad))
         raise DataError(
-            f"{key}: {int(bad.sum())} target(s) are NaN or infinite (first at sample {first}); "
-            "fix or remove them"
+            f"{key}: {int(bad.sum())} target(s) are NaN or infinite (first at sample {first}); fix or remove them"
         )

@@ -24,7 +24,9 @@ from torchport.train.loop import model_spec
 class Deployable(nn.Module):
     """Always returns a tuple: (logits, probabilities) for classification, (prediction,) for regression."""
 
-    def __init__(self, model: nn.Module, task: str, target_mean: torch.Tensor | None, target_std: torch.Tensor | None) -> None:
+    def __init__(
+        self, model: nn.Module, task: str, target_mean: torch.Tensor | None, target_std: torch.Tensor | None
+    ) -> None:
         super().__init__()
         self.model = model
         self.classification = task == "classification"

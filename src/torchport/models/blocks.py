@@ -53,8 +53,15 @@ class Recurrent(nn.Module):
         self.last_step = last_step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.rnn(x)
-        return outputs[:, -1] if self.last_step else outputs
+        outputs, _ = self.rnn(x)  # (batch, length, directions * hidden)
+        if not self.last_step:
+            return outputs
+        if not self.rnn.bidirectional:
+            return outputs[:, -1]
+        # The backward direction reads the sequence from the end, so its summary of the whole sequence is at
+        # step 0; at step -1 it has seen one element. Both summaries, like the final hidden state h_n.
+        hidden = self.rnn.hidden_size
+        return torch.cat([outputs[:, -1, :hidden], outputs[:, 0, hidden:]], dim=-1)
 
 
 class SelfAttention(nn.Module):
@@ -135,7 +142,7 @@ def maxpool2d(kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: 
 @register_block("avgpool1d")
 def avgpool1d(kernel_size: int, stride: int | None = None, padding: int = 0) -> nn.Module:
     """Average pooling over length."""
-    return nn.AvgPool1d(kernel_size, stride, padding)
+    return nn.AvgPool1d(kernel_size, stride if stride is not None else kernel_size, padding)
 
 
 @register_block("avgpool2d")
@@ -239,7 +246,7 @@ def lstm(
     last_step: bool = False,
 ) -> nn.Module:
     """LSTM over (length, features); ``last_step: true`` returns only the final step's output."""
-    rnn = nn.LSTM(in_shape[-1], **_rnn_kwargs(hidden_size, num_layers, bidirectional, dropout))  # type: ignore[arg-type]
+    rnn = nn.LSTM(in_shape[-1], **_rnn_kwargs(hidden_size, num_layers, bidirectional, dropout))
     return Recurrent(rnn, last_step)
 
 
@@ -253,7 +260,7 @@ def gru(
     last_step: bool = False,
 ) -> nn.Module:
     """GRU over (length, features); ``last_step: true`` returns only the final step's output."""
-    rnn = nn.GRU(in_shape[-1], **_rnn_kwargs(hidden_size, num_layers, bidirectional, dropout))  # type: ignore[arg-type]
+    rnn = nn.GRU(in_shape[-1], **_rnn_kwargs(hidden_size, num_layers, bidirectional, dropout))
     return Recurrent(rnn, last_step)
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 import torchport.models.blocks as _builtin_blocks  # noqa: F401  (registers the built-ins)
-from torchport.config import format_validation_error
+from torchport.config import format_validation_error, suggest
 from torchport.errors import ConfigError
 from torchport.models.blocks import Residual
 from torchport.registry import BLOCKS
@@ -44,7 +44,8 @@ class LayerSpec:
     """One parsed entry of ``model.layers``: a block name with its arguments, or a residual's children."""
 
     name: str
-    path: str
+    path: str  # model.layers[3].conv2d: where the block's arguments are
+    at: str  # model.layers[3]: the entry itself (block names with dots, pkg.mod:Cls, must not split it)
     args: dict[str, Any] = field(default_factory=dict)
     children: list[LayerSpec] = field(default_factory=list)
 
@@ -55,7 +56,7 @@ def parse_layers(entries: Sequence[Any], prefix: str = "model.layers") -> list[L
 
 def parse_layer(entry: Any, path: str) -> LayerSpec:
     if isinstance(entry, str):
-        return LayerSpec(entry, f"{path}.{entry}")
+        return LayerSpec(entry, f"{path}.{entry}", path)
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ConfigError(
             f"{path}: expected a block name (e.g. relu) or a one-key mapping {{name: {{arguments}}}}, got {entry!r}"
@@ -65,19 +66,19 @@ def parse_layer(entry: Any, path: str) -> LayerSpec:
     if name == RESIDUAL:
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{where}: expected a non-empty list of layers")
-        return LayerSpec(name, where, children=parse_layers(value, where))
+        return LayerSpec(name, where, path, children=parse_layers(value, where))
     if value is None:
         value = {}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping of arguments, got {value!r}")
-    return LayerSpec(str(name), where, args=dict(value))
+    return LayerSpec(str(name), where, path, args=dict(value))
 
 
 # --- signatures and argument validation ----------------------------------------------------------------------
 
 
 def _callable_signature(factory: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     signature = inspect.signature(target)
     try:
         hints = typing.get_type_hints(target)
@@ -128,10 +129,18 @@ def validate_arguments(
     inferred = [name for name in substituted if name in INFERRED_ARGS]
     if inferred:
         raise ConfigError(f"{where}.{inferred[0]}: is inferred from the data's shape; remove it from the config")
+    arguments = _arguments_model(factory)
+    if arguments.model_config.get("extra") == "forbid":
+        # Checked here rather than by pydantic so the accepted list leaves out the inferred arguments.
+        accepted = [name for name in arguments.model_fields if name not in INFERRED_ARGS]
+        for key in substituted:
+            if key not in accepted:
+                expected = f"expected one of: {', '.join(accepted)}" if accepted else "the block takes none"
+                raise ConfigError(f"{where}.{key}: unknown argument{suggest(key, accepted)} ({expected})")
     try:
-        validated = _arguments_model(factory).model_validate(substituted)
+        validated = arguments.model_validate(substituted)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, _arguments_model(factory), prefix=where)) from None
+        raise ConfigError(format_validation_error(exc, arguments, prefix=where)) from None
     given = set(substituted) | set(validated.model_extra or {})
     return {name: getattr(validated, name) for name in given}
 
@@ -145,12 +154,25 @@ def check_layers(entries: Sequence[Any], import_paths: Iterable[Path] = ()) -> N
         _check_spec(spec, list(import_paths))
 
 
+def _resolve_block(spec: LayerSpec, import_paths: list[Path]) -> Callable[..., Any]:
+    """The block's factory: registered, or imported by path and then a class or function with a signature."""
+    factory = BLOCKS.resolve(spec.name, import_paths, where=spec.at)
+    try:
+        _callable_signature(factory)
+    except (TypeError, ValueError):  # `my_blocks:SIZE = 3`, or a builtin without a signature
+        raise ConfigError(
+            f"{spec.at}: '{spec.name}' is not a block; expected an nn.Module class or a function returning one,"
+            f" got {type(factory).__name__}"
+        ) from None
+    return factory
+
+
 def _check_spec(spec: LayerSpec, import_paths: list[Path]) -> None:
     if spec.name == RESIDUAL:
         for child in spec.children:
             _check_spec(child, import_paths)
         return
-    factory = BLOCKS.resolve(spec.name, import_paths, where=spec.path.rsplit(".", 1)[0])
+    factory = _resolve_block(spec, import_paths)
     validate_arguments(factory, spec.args, spec.path, None)
 
 
@@ -169,36 +191,47 @@ def _inferred_kwargs(factory: Callable[..., Any], in_shape: tuple[int, ...]) -> 
 
 @dataclass
 class BuildContext:
-    in_dtype: torch.dtype
     num_outputs: int
     import_paths: list[Path]
 
 
-def _dry_run(module: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype, where: str) -> tuple[int, ...]:
-    """Push a zero batch of two samples through ``module`` to learn the shape of one output sample."""
+Flow = tuple[tuple[int, ...], torch.dtype]  # what flows between blocks: one sample's shape, and the dtype
+
+
+def _dry_run(module: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype, where: str) -> Flow:
+    """Push a zero batch of two samples through ``module`` to learn the shape and dtype it hands on."""
     module.eval()
     try:
         with torch.no_grad():
             out = module(torch.zeros((2, *in_shape), dtype=dtype))
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{where}: does not accept input of shape {tuple(in_shape)} per sample: {first_line}") from None
+        hint = (
+            ""
+            if dtype.is_floating_point
+            else " (its input is integer token ids: start with `embedding`, or give the data as floats)"
+        )
+        raise ConfigError(
+            f"{where}: does not accept input of shape {tuple(in_shape)} per sample: {first_line}{hint}"
+        ) from None
     finally:
         module.train()
     if not isinstance(out, torch.Tensor):
         raise ConfigError(f"{where}: must return one tensor, returned {type(out).__name__}")
-    return tuple(out.shape[1:])
+    return tuple(out.shape[1:]), out.dtype
 
 
-def _build_one(spec: LayerSpec, in_shape: tuple[int, ...], ctx: BuildContext) -> tuple[nn.Module, tuple[int, ...]]:
+def _build_one(spec: LayerSpec, flow: Flow, ctx: BuildContext) -> tuple[nn.Module, Flow]:
+    in_shape, dtype = flow
     if spec.name == RESIDUAL:
-        body, out_shape = _build_sequence(spec.children, in_shape, ctx)
+        body, (out_shape, _) = _build_sequence(spec.children, flow, ctx)
         if out_shape != in_shape:
             raise ConfigError(
                 f"{spec.path}: the residual body must keep the shape {in_shape}, but it returns {out_shape}"
             )
-        return Residual(body), in_shape
-    factory = BLOCKS.resolve(spec.name, ctx.import_paths, where=spec.path.rsplit(".", 1)[0])
+        residual = Residual(body)
+        return residual, _dry_run(residual, in_shape, dtype, spec.path)
+    factory = _resolve_block(spec, ctx.import_paths)
     kwargs = validate_arguments(factory, spec.args, spec.path, ctx.num_outputs)
     kwargs.update(_inferred_kwargs(factory, in_shape))
     try:
@@ -207,25 +240,25 @@ def _build_one(spec: LayerSpec, in_shape: tuple[int, ...], ctx: BuildContext) ->
         raise ConfigError(f"{spec.path}: cannot be built: {exc}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"{spec.path}: '{spec.name}' did not return an nn.Module")
-    return module, _dry_run(module, in_shape, ctx.in_dtype, spec.path)
+    return module, _dry_run(module, in_shape, dtype, spec.path)
 
 
-def _build_sequence(
-    specs: list[LayerSpec], in_shape: tuple[int, ...], ctx: BuildContext
-) -> tuple[nn.Sequential, tuple[int, ...]]:
+def _build_sequence(specs: list[LayerSpec], flow: Flow, ctx: BuildContext) -> tuple[nn.Sequential, Flow]:
+    """Build block after block; each sees the shape and dtype the previous one really returns (integer token
+    ids stay integers through `flatten` or `reshape` until an `embedding` turns them into vectors)."""
     modules = []
-    shape = in_shape
-    dtype = ctx.in_dtype
     for spec in specs:
-        module, shape = _build_one(spec, shape, BuildContext(dtype, ctx.num_outputs, ctx.import_paths))
-        dtype = torch.float32  # only the first block sees raw (possibly integer) input
+        module, flow = _build_one(spec, flow, ctx)
         modules.append(module)
-    return nn.Sequential(*modules), shape
+    return nn.Sequential(*modules), flow
 
 
 class Standardize(nn.Module):
     """``(x - mean) / std`` with the training split's statistics, stored as buffers so they travel with the
     weights and the exported graph takes raw inputs. Integer inputs (token ids) pass through untouched."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
@@ -254,8 +287,8 @@ class ModelSpec:
 def build_model(spec: ModelSpec) -> nn.Module:
     """The network: ``normalize`` (training statistics) then ``layers`` (the config's blocks, same indices)."""
     dtype = torch.int64 if spec.input_dtype == "int64" else torch.float32
-    ctx = BuildContext(dtype, spec.num_outputs, list(spec.import_paths))
-    body, out_shape = _build_sequence(parse_layers(spec.layers), tuple(spec.input_shape), ctx)
+    ctx = BuildContext(spec.num_outputs, list(spec.import_paths))
+    body, (out_shape, _) = _build_sequence(parse_layers(spec.layers), (tuple(spec.input_shape), dtype), ctx)
     if out_shape != (spec.num_outputs,):
         raise ConfigError(
             f"model.layers: the network returns shape {out_shape} per sample, but the task needs "

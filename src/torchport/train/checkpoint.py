@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,19 @@ def write_atomic(path: Path, payload: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> str:
-    """Save ``state`` atomically at ``path`` with its checksum beside it; return the SHA-256."""
+def serialize(state: dict[str, Any]) -> bytes:
+    """The checkpoint's bytes, taken now: the tensors in ``state`` keep changing as training goes on."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    payload = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> str:
+    """Save ``state`` atomically at ``path`` with its checksum beside it; return the SHA-256."""
+    return write_checkpoint_bytes(serialize(state), path)
+
+
+def write_checkpoint_bytes(payload: bytes, path: Path) -> str:
     digest = hashlib.sha256(payload).hexdigest()
     write_atomic(path, payload)
     write_atomic(path.with_name(path.name + CHECKSUM_SUFFIX), f"{digest}  {path.name}\n".encode())
@@ -100,13 +110,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def save_step_checkpoint(state: dict[str, Any], folder: Path, global_step: int) -> Path:
-    """Write ``ckpt-<step>.pt``, make ``last.pt`` that file, and prune all but the newest step files."""
+def save_step_checkpoint(state: dict[str, Any], folder: Path, global_step: int, best: bool = False) -> Path:
+    """Write ``ckpt-<step>.pt``, make ``last.pt`` (and ``best.pt`` if ``best``) that file, prune old step files."""
+    return write_step_checkpoint(serialize(state), folder, global_step, best)
+
+
+def write_step_checkpoint(payload: bytes, folder: Path, global_step: int, best: bool = False) -> Path:
     step_path = folder / f"ckpt-{global_step:08d}.pt"
-    save_checkpoint(state, step_path)
-    for name in (step_path.name + CHECKSUM_SUFFIX, step_path.name):
-        # The checksum first: a crash between the two leaves last.pt failing its check, and resume falls back.
-        _link_or_copy(folder / name, folder / ("last.pt" + name[len(step_path.name) :]))
+    write_checkpoint_bytes(payload, step_path)
+    for alias in ("last.pt", "best.pt") if best else ("last.pt",):
+        for name in (step_path.name + CHECKSUM_SUFFIX, step_path.name):
+            # The checksum first: a crash between the two leaves the alias failing its check, and resume falls back.
+            _link_or_copy(folder / name, folder / (alias + name[len(step_path.name) :]))
     _fsync_dir(folder)
     for old in _step_files(folder)[KEEP_STEP_FILES:]:
         old.unlink(missing_ok=True)
@@ -131,3 +146,64 @@ def load_latest_good(folder: Path) -> tuple[Path, dict[str, Any], list[str]]:
             refused.append(str(exc))
     detail = f" ({refused[-1]})" if refused else ""
     raise CheckpointError(f"no usable checkpoint in {folder} to resume from{detail}")
+
+
+class CheckpointWriter:
+    """Step checkpoints written to disk on a background thread.
+
+    The caller's thread only copies the tensors (the originals keep changing as training goes on); the
+    serialization, writing, fsyncs and renames — nearly all of a checkpoint's cost — overlap with the next
+    training steps. Writes keep their order. A write that fails is raised at the next ``submit`` or at
+    ``close``, which waits until everything submitted is on disk.
+    """
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        """``enabled=False`` (DDP ranks other than 0) makes every call a no-op."""
+        self.folder, self.enabled = folder, enabled
+        self._jobs: queue.Queue[tuple[dict[str, Any], int, bool] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        if enabled:
+            self._thread.start()
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None:
+                try:
+                    write_step_checkpoint(serialize(job[0]), self.folder, job[1], job[2])
+                except BaseException as exc:
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise CheckpointError(f"writing a checkpoint in {self.folder} failed: {error}") from error
+
+    def submit(self, state: dict[str, Any], global_step: int, best: bool = False) -> None:
+        if not self.enabled:
+            return
+        self._raise()
+        self._jobs.put((snapshot(state), global_step, best))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._raise()
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a checkpoint state whose tensors no later optimizer step can change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: snapshot(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(snapshot(item) for item in value)
+    return value

@@ -1,0 +1,177 @@
+"""Bad configs through the real CLI: exit code 2, one line on stderr naming the key path, never a traceback.
+
+Each case is a separate ``python -m torchport.cli validate`` process. They are started together by one
+module-scoped fixture (a process spends most of its two seconds importing torch), and each test reads its result.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # subprocesses
+
+GOOD_LAYERS = """\
+model:
+  layers:
+    - conv2d: {out_channels: 4, kernel_size: 3, padding: 1}
+    - relu
+    - conv2d: {out_channels: 8, kernel_size: 3, padding: 1}
+    - relu
+    - flatten
+    - linear: {out_features: classes}
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    config: str  # the file's text
+    expected: list[str]  # substrings of the one line after "error: "; the first is its start
+    overrides: list[str] = field(default_factory=list)
+    exit_code: int = 2
+
+
+CASES = [
+    Case(
+        "unknown-top-level-key",
+        GOOD_LAYERS.replace("model:", "modle:"),
+        ["modle: unknown key; did you mean 'model'?", "expected one of: data, export"],
+    ),
+    Case(
+        "unknown-nested-key",
+        GOOD_LAYERS + "train: {epohcs: 3}\n",
+        ["train.epohcs: unknown key; did you mean 'epochs'?", "expected one of:", "epochs"],
+    ),
+    Case("wrong-type", GOOD_LAYERS + "train: {epochs: many}\n", ["train.epochs: ", "valid integer", "'many'"]),
+    Case("negative-value", GOOD_LAYERS + "train: {epochs: -1}\n", ["train.epochs: ", "greater than or equal to 1"]),
+    Case(
+        "unknown-block",
+        GOOD_LAYERS.replace("    - flatten", "    - maxpool: {kernel_size: 2}\n    - flatten"),
+        ["model.layers[4]: unknown block 'maxpool'; did you mean 'maxpool2d'?", "torchport blocks"],
+    ),
+    Case(
+        "bad-block-argument-name",
+        GOOD_LAYERS.replace("kernel_size: 3, padding: 1}\n    - relu\n    - flatten", "kernal_size: 3}\n    - flatten"),
+        ["model.layers[2].conv2d.kernal_size: unknown argument; did you mean 'kernel_size'?"],
+    ),
+    Case(
+        "bad-block-argument-type",
+        GOOD_LAYERS.replace("out_channels: 8, kernel_size: 3", "out_channels: 8, kernel_size: abc"),
+        ["model.layers[2].conv2d.kernel_size: expected int or tuple[int, int] (got 'abc')"],
+    ),
+    Case(
+        "missing-csv-file",
+        GOOD_LAYERS + "data: {source: csv, path: missing.csv, target: label}\n",
+        ["data.path: file not found: ", "missing.csv"],
+    ),
+    Case(
+        "unknown-optimizer",
+        GOOD_LAYERS + "train: {optimizer: {name: Adamm}}\n",
+        ["train.optimizer.name: unknown optimizer 'Adamm'; did you mean 'Adam'?"],
+    ),
+    Case(
+        "bad-optimizer-argument",
+        GOOD_LAYERS + "train: {optimizer: {name: Adam, lrr: 0.1}}\n",
+        ["train.optimizer.lrr: not an argument of Adam; did you mean 'lr'?"],
+    ),
+    Case("invalid-yaml", "model: [a\n", ["cfg.yaml: invalid YAML at line 2, column 1"]),
+    Case("non-mapping-top-level", "- relu\n- flatten\n", ["cfg.yaml: expected a mapping of sections"]),
+    Case(
+        "override-without-value",
+        GOOD_LAYERS,
+        ["override 'train.epochs': expected key.path=value"],
+        overrides=["train.epochs"],
+    ),
+    Case(
+        "override-bad-value",
+        GOOD_LAYERS,
+        ["train.epochs: ", "valid integer", "'abc'"],
+        overrides=["train.epochs=abc"],
+    ),
+    Case(
+        "override-fixes-the-config",
+        GOOD_LAYERS + "train: {epochs: 0}\n",
+        [],
+        overrides=["train.epochs=2", "model.layers[0].conv2d.out_channels=8"],
+        exit_code=0,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str], cwd: Path) -> Result:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}  # as a user runs it
+    done = subprocess.run(
+        [sys.executable, "-m", "torchport.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    """Every case's process, run concurrently; the digits example rides along as the known-good config."""
+    jobs: dict[str, tuple[list[str], Path]] = {"examples/digits.yaml": (["validate", "examples/digits.yaml"], ROOT)}
+    for case in CASES:
+        folder = tmp_path_factory.mktemp(case.id)
+        (folder / "cfg.yaml").write_text(case.config)
+        jobs[case.id] = (["validate", "cfg.yaml", *case.overrides], folder)
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futures = {name: pool.submit(run_cli, args, cwd) for name, (args, cwd) in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.exit_code == 2], ids=lambda c: c.id)
+def test_bad_config_exits_2_with_one_line(case: Case, results: dict[str, Result]) -> None:
+    result = results[case.id]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    line = lines[0]
+    assert line.startswith("error: " + case.expected[0]), line
+    for fragment in case.expected[1:]:
+        assert fragment in line, line
+
+
+def test_distinct_bad_configs_are_many() -> None:
+    first_lines = {case.expected[0] for case in CASES if case.exit_code == 2}
+    assert len(first_lines) >= 10
+
+
+def test_an_override_can_fix_a_config(results: dict[str, Result]) -> None:
+    result = results["override-fixes-the-config"]
+    assert result.returncode == 0, result.stderr
+    assert "is valid" in result.stdout
+
+
+def test_the_digits_example_validates(results: dict[str, Result]) -> None:
+    result = results["examples/digits.yaml"]
+    assert result.returncode == 0, result.stderr
+    assert "config 'digits' is valid" in result.stdout
+    assert "(1, 8, 8) -> (10,)" in result.stdout
+
+
+def test_debug_raises_instead(tmp_path: Path) -> None:
+    """The one exception to the one-line rule: with --debug the error propagates (a traceback, for developers)."""
+    from torchport.cli import main
+    from torchport.errors import ConfigError
+
+    (tmp_path / "cfg.yaml").write_text(GOOD_LAYERS + "train: {epochs: many}\n")
+    assert main(["validate", str(tmp_path / "cfg.yaml")]) == 2
+    with pytest.raises(ConfigError, match=r"^train\.epochs: "):
+        main(["--debug", "validate", str(tmp_path / "cfg.yaml")])
