@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,17 @@ def digits_run(exported_digits: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(exported_digits, copy)
     return copy
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    """Run the real `torchport` CLI in a subprocess, as a user would."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "torchport.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+    return run

@@ -33,7 +33,8 @@ def test_default_run_makes_a_verified_bundle_that_classifies_raw_digits(tmp_path
     assert all(v["passed"] for v in manifest["verification"])
     assert {a["kind"] for a in manifest["artifacts"]} >= {"onnx"}
     report = (run_dir / "report.html").read_text()
-    assert "data:image/png;base64," in report and "Parity" in report
+    assert "data:image/png;base64," in report and "Parity" in report and "Variants" in report
+    assert {a["precision"] for a in manifest["artifacts"]} >= {"fp32", "int8", "fp16"}
 
     # A plain ONNX Runtime session, raw sklearn images in (no preprocessing): the graph normalises itself.
     digits = load_digits()

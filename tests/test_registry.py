@@ -260,6 +260,35 @@ def test_register_block_factory_by_decorator_in_the_users_module(
     assert model.layers[0](torch.full((1, 4), 9.0)).max().item() == 0.5
 
 
+@pytest.mark.usefixtures("restore_registry", "isolated_imports")
+def test_plugins_key_imports_a_module_that_registers_short_names(tmp_path: Path) -> None:
+    """`plugins: [module]` beside the config: the module's @register_block names work in model.layers."""
+    module = f"plugin_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from torch import nn\nimport torchport\n\n"
+        f"@torchport.register_block('{module}_halve')\n"
+        "class Halve(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x / 2\n"
+    )
+    config = {
+        "plugins": [module],
+        "data": {"source": "iris"},
+        "model": {"layers": [f"{module}_halve", {"linear": {"out_features": "classes"}}]},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        loaded = load_config(path)
+        assert loaded.plugins == [module] and f"{module}_halve" in BLOCKS
+        bad = dict(config, plugins=["no_such_plugin_module"])
+        path.write_text(yaml.safe_dump(bad))
+        with pytest.raises(ConfigError, match=r"^plugins\[0\]: cannot import module 'no_such_plugin_module'"):
+            load_config(path)
+    finally:
+        sys.modules.pop(module, None)
+
+
 @pytest.mark.usefixtures("restore_registry")
 def test_registering_another_block_under_a_taken_name_is_refused() -> None:
     with pytest.raises(ValueError, match="block 'relu' is already registered"):

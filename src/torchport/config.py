@@ -160,6 +160,7 @@ class Config(StrictModel):
     name: str = Field("model", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     import_paths: list[Path] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -230,6 +231,10 @@ def check_config(config: Config) -> None:
     from torchport.models.compose import check_layers
     from torchport.train.optim import check_optimizer_config
 
+    from torchport.registry import import_user_module
+
+    for index, module in enumerate(config.plugins):  # before the layers: they register short block names
+        import_user_module(module, config.import_paths, where=f"plugins[{index}]")
     check_layers(config.model.layers, config.import_paths)
     check_optimizer_config(config.train)
 

@@ -57,6 +57,16 @@ def import_object(path: str, import_paths: Iterable[Path] = (), where: str = "")
     module_name, _, attr = path.partition(":")
     if not module_name or not attr or module_name.startswith("."):
         raise ConfigError(f"{prefix}'{path}' is not an import path; expected package.module:ClassName")
+    module = import_user_module(module_name, import_paths, where)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{prefix}module '{module_name}' has no attribute '{attr}'") from None
+
+
+def import_user_module(module_name: str, import_paths: Iterable[Path] = (), where: str = "") -> Any:
+    """Import a user's module (its ``@register_block`` decorators run) with the given folders importable."""
+    prefix = f"{where}: " if where else ""
     for folder in import_paths:
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
@@ -69,10 +79,7 @@ def import_object(path: str, import_paths: Iterable[Path] = (), where: str = "")
         raise ConfigError(
             f"{prefix}importing module '{module_name}' failed: {type(exc).__name__}: {first_line}"
         ) from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"{prefix}module '{module_name}' has no attribute '{attr}'") from None
+    return module
 
 
 BLOCKS: Registry[Callable[..., Any]] = Registry("block")

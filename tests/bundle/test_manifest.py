@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -16,15 +16,7 @@ from torchport.errors import BundleError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "torchport.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def test_published_schema_is_current() -> None:
@@ -53,24 +45,24 @@ def test_golden_tensors_are_raw_little_endian(digits_run: Path) -> None:
     assert values.shape == (8, 1, 8, 8) and values.min() >= 0 and values.max() <= 16
 
 
-def test_tampered_file_fails_its_checksum(digits_run: Path) -> None:
+def test_tampered_file_fails_its_checksum(digits_run: Path, cli: CliRunner) -> None:
     onnx_file = digits_run / "bundle" / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
-    result = _cli("verify", str(digits_run / "bundle"))
+    result = cli("verify", str(digits_run / "bundle"))
     assert result.returncode == 2
     assert "model.onnx' fails its checksum" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("bad_path", ["../outside.onnx", "/etc/passwd", "golden/../../x.bin", "~/x"])
-def test_paths_leaving_the_bundle_are_refused(digits_run: Path, bad_path: str) -> None:
+def test_paths_leaving_the_bundle_are_refused(digits_run: Path, bad_path: str, cli: CliRunner) -> None:
     manifest_path = digits_run / "bundle" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["artifacts"][0]["path"] = bad_path
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="refusing it"):
         read_bundle(digits_run / "bundle")
-    result = _cli("inspect", str(digits_run / "bundle"))
+    result = cli("inspect", str(digits_run / "bundle"))
     assert result.returncode == 2 and "refusing it" in result.stderr
 
 
@@ -82,13 +74,13 @@ def test_links_inside_the_bundle_are_refused(tmp_path: Path) -> None:
         safe_path(tmp_path / "bundle", "model.onnx")
 
 
-def test_inspect_prints_a_summary(digits_run: Path) -> None:
-    result = _cli("inspect", str(digits_run / "bundle"))
+def test_inspect_prints_a_summary(digits_run: Path, cli: CliRunner) -> None:
+    result = cli("inspect", str(digits_run / "bundle"))
     assert result.returncode == 0, result.stderr
     for expected in ("digits", "model.onnx", "['batch', 1, 8, 8]", "probabilities", "val_accuracy"):
         assert expected in result.stdout
 
 
-def test_not_a_bundle_is_a_usage_error(tmp_path: Path) -> None:
-    result = _cli("verify", str(tmp_path))
+def test_not_a_bundle_is_a_usage_error(tmp_path: Path, cli: CliRunner) -> None:
+    result = cli("verify", str(tmp_path))
     assert result.returncode == 2 and "manifest.json not found" in result.stderr

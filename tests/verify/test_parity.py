@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +14,7 @@ from onnx import numpy_helper
 from torchport.bundle.manifest import sha256_file
 from torchport.verify.parity import Tolerance, compare
 
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "torchport.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def test_compare_reports_errors_and_needed_tolerance() -> None:
@@ -43,8 +35,8 @@ def test_nan_and_shape_mismatch_fail() -> None:
     assert not compare(np.ones((3, 2), dtype=np.float32), reference, Tolerance(), argmax=False).passed
 
 
-def test_faithful_export_verifies(digits_run: Path) -> None:
-    result = _cli("verify", str(digits_run / "bundle"))
+def test_faithful_export_verifies(digits_run: Path, cli: CliRunner) -> None:
+    result = cli("verify", str(digits_run / "bundle"))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((digits_run / "bundle" / "manifest.json").read_text())
     (verification,) = manifest["verification"]
@@ -67,7 +59,7 @@ def _tamper_initializer(onnx_path: Path, weight_name: str) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def test_broken_artifact_fails_and_names_the_diverging_layer(digits_run: Path) -> None:
+def test_broken_artifact_fails_and_names_the_diverging_layer(digits_run: Path, cli: CliRunner) -> None:
     bundle = digits_run / "bundle"
     onnx_path = bundle / "model.onnx"
     names = [i.name for i in onnx.load(str(onnx_path)).graph.initializer]
@@ -79,7 +71,7 @@ def test_broken_artifact_fails_and_names_the_diverging_layer(digits_run: Path) -
     manifest["artifacts"][0]["bytes"] = onnx_path.stat().st_size
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
-    result = _cli("verify", str(bundle))
+    result = cli("verify", str(bundle))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAIL" in result.stdout
     assert "first diverging layer: model.layers[2] (conv2d)" in result.stdout

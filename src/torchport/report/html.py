@@ -111,6 +111,36 @@ def _manifest_section(manifest: Manifest) -> str:
     )
 
 
+def _variants_section(manifest: Manifest) -> str:
+    """Size, accuracy against fp32 and batch-1 latency of every artifact, and why a variant was left out."""
+    if not manifest.variants:
+        return ""
+    fp32_bytes = next((a.bytes for a in manifest.artifacts if a.kind == "onnx" and a.precision == "fp32"), 0)
+    rows = []
+    for artifact in manifest.artifacts:
+        if artifact.kind == "aoti":
+            continue
+        batch1 = [lat for lat in artifact.latency if lat.batch == 1 and lat.threads == 1]
+        accuracy = artifact.accuracy
+        rows.append(
+            [
+                html.escape(artifact.path),
+                artifact.precision,
+                f"{artifact.bytes / 1024:.1f} KiB",
+                f"{fp32_bytes / artifact.bytes:.2f}×" if artifact.bytes else "-",
+                f"{accuracy.metric} {accuracy.value:.4f} (fp32 {accuracy.reference:.4f})" if accuracy else "-",
+                f"{batch1[0].median_ms:.3f} ms" if batch1 else "-",
+            ]
+        )
+    left_out = "".join(
+        f"<p class='fail'>{html.escape(v.status)} {html.escape(v.path)}: {html.escape(v.reason)}</p>"
+        for v in manifest.variants
+        if v.status != "kept"
+    )
+    headers = ["artifact", "precision", "size", "smaller than fp32", "accuracy", "median latency, batch 1, 1 thread"]
+    return f"<h2>Variants</h2>{left_out}{_table(headers, rows)}"
+
+
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f3f3f3}.pass{color:#17803d;font-weight:600}.fail{color:#c0392b;font-weight:700}
@@ -135,6 +165,7 @@ def write_report(run_dir: Path) -> Path:
     if (run_dir / "bundle" / "manifest.json").is_file():
         manifest = read_bundle(run_dir / "bundle").manifest
         sections.append(_parity_section(manifest))
+        sections.append(_variants_section(manifest))
         sections.append(_manifest_section(manifest))
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>torchport {html.escape(summary['name'])}</title>"
     page += f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"

@@ -1,0 +1,181 @@
+"""Dynamic batching: concurrent requests for one model merged into one ONNX Runtime call.
+
+One asyncio worker per model takes the first queued request, then everything already queued (up to
+``max_batch_size`` samples), and waits up to ``max_batch_delay`` for more only while other requests for the model
+are still being read and parsed — so a lone client never pays the delay, and a busy server fills its batches while
+the previous batch runs. The merged batch runs in the model's own worker thread (ONNX Runtime releases the GIL);
+results are sliced back per request. Requests are validated before they are queued, and if a merged batch still
+fails, each of its requests is rerun alone, so one bad request never fails its batch-mates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+log = logging.getLogger("torchport.serve")
+
+
+class Overloaded(Exception):
+    """The model's queue is full; the server answers 503."""
+
+
+class InferenceFailed(Exception):
+    """ONNX Runtime refused this request's inputs (after validation); the server answers 400."""
+
+
+@dataclass
+class _Item:
+    inputs: Arrays
+    batch: int
+    future: asyncio.Future[Arrays]
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[Arrays], Arrays],
+        *,
+        max_batch_size: int = 64,
+        max_batch_delay_s: float = 0.002,
+        max_queue: int = 1024,
+        mergeable: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_batch_delay_s = max(0.0, max_batch_delay_s)
+        self.max_queue = max_queue
+        self.mergeable = mergeable
+        self.on_batch = on_batch
+        self.on_depth = on_depth
+        self.arriving = 0  # requests for this model being read and parsed right now
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._carry: _Item | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the worker and its thread."""
+        if self._queue is not None:
+            while not self._queue.empty() or self._carry is not None:
+                await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return (self._queue.qsize() if self._queue is not None else 0) + (self._carry is not None)
+
+    async def submit(self, inputs: Arrays, batch: int) -> Arrays:
+        if self._queue is None:
+            raise RuntimeError("the batcher is not started")
+        if self.depth >= self.max_queue:
+            raise Overloaded(f"model '{self.name}' has {self.depth} requests queued; try again later")
+        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(inputs, batch, future))
+        self._report_depth()
+        return await future
+
+    def _report_depth(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(self.depth)
+
+    async def _collect(self) -> list[_Item]:
+        assert self._queue is not None
+        first = self._carry if self._carry is not None else await self._queue.get()
+        self._carry = None
+        items, total = [first], first.batch
+        if not self.mergeable:
+            return items
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_batch_delay_s
+        while total < self.max_batch_size:
+            if not self._queue.empty():
+                item = self._queue.get_nowait()
+            else:
+                remaining = deadline - loop.time()
+                if self.arriving <= 0 or remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if total + item.batch > self.max_batch_size:
+                self._carry = item
+                break
+            items.append(item)
+            total += item.batch
+        return items
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await self._collect()
+            self._report_depth()
+            try:
+                await self._run_batch(loop, items)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the worker alive whatever happens
+                log.exception("batch for model %s failed", self.name)
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(InferenceFailed(f"inference failed: {type(exc).__name__}"))
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
+        live = [item for item in items if not item.future.done()]  # a cancelled client no longer waits
+        if not live:
+            return
+        if self.on_batch is not None:
+            self.on_batch(sum(item.batch for item in live))
+        if len(live) == 1:
+            merged = live[0].inputs
+        else:
+            merged = {name: np.concatenate([item.inputs[name] for item in live]) for name in live[0].inputs}
+        try:
+            results = await loop.run_in_executor(self._executor, self.run, merged)
+        except Exception as exc:
+            if len(live) == 1:
+                _settle(live[0], exc=exc)
+                return
+            for item in live:  # rerun alone so only the culprit fails
+                try:
+                    _settle(item, await loop.run_in_executor(self._executor, self.run, item.inputs))
+                except Exception as single:
+                    _settle(item, exc=single)
+            return
+        start = 0
+        for item in live:
+            stop = start + item.batch
+            _settle(item, {name: value[start:stop] for name, value in results.items()} if len(live) > 1 else results)
+            start = stop
+
+
+def _settle(item: _Item, results: Arrays | None = None, exc: BaseException | None = None) -> None:
+    if item.future.done():
+        return
+    if exc is not None:
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        item.future.set_exception(InferenceFailed(f"the model could not run this input: {message}"))
+    else:
+        assert results is not None
+        item.future.set_result(results)

@@ -1,0 +1,280 @@
+"""The Open Inference Protocol v2 wire format: parsing and validating requests, encoding responses.
+
+Pure functions over bytes and NumPy arrays, no web framework: the JSON tensor form (``data`` flattened or nested,
+row-major) and Triton's ``binary_tensor_data`` extension (a JSON header of ``Inference-Header-Content-Length``
+bytes followed by the raw little-endian tensors, in input order, each sized by ``parameters.binary_data_size``).
+Every rejection is a :class:`ProtocolError` with the HTTP status and a message that names the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from torchport.bundle.manifest import TensorSpec
+
+#: manifest dtype -> v2 datatype
+DATATYPES: dict[str, str] = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
+#: v2 datatype -> little-endian NumPy dtype
+NUMPY: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP16": np.dtype("<f2"),
+    "INT64": np.dtype("<i8"),
+    "INT32": np.dtype("<i4"),
+    "UINT8": np.dtype("u1"),
+}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status, the message goes into ``{"error": ...}``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def spec_shape(spec: TensorSpec) -> list[int]:
+    """The v2 metadata shape: the dynamic batch axis is -1."""
+    return [-1 if dim == "batch" else int(dim) for dim in spec.shape]
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": spec_shape(spec)}
+
+
+@dataclass
+class InferRequest:
+    """A validated request: arrays in the manifest's dtypes and shapes, ready for the batcher."""
+
+    inputs: dict[str, np.ndarray]
+    batch: int
+    outputs: list[tuple[str, bool]]  # (output name, as binary) in response order
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
+    if header_length is not None:
+        try:
+            length = int(header_length.strip())
+        except ValueError:
+            raise ProtocolError(f"Inference-Header-Content-Length '{header_length[:40]}' is not an integer") from None
+        if length < 0 or length > len(body):
+            raise ProtocolError(
+                f"Inference-Header-Content-Length is {length} but the body holds only {len(body)} bytes"
+            )
+    else:
+        length = len(body)
+    if length == 0:
+        raise ProtocolError("the request body is empty; expected a JSON inference request")
+    try:
+        header = json.loads(bytes(body[:length]))
+    except UnicodeDecodeError:
+        raise ProtocolError("the request header is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"the request is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ProtocolError("the request JSON is nested too deeply") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(f"the request must be a JSON object, not {type(header).__name__}")
+    return header, memoryview(body)[length:]
+
+
+def _check_shape(name: str, shape: Any, spec: TensorSpec) -> list[int]:
+    if not isinstance(shape, list) or not all(_is_int(dim) for dim in shape):
+        raise ProtocolError(f"input '{name}': 'shape' must be a list of integers")
+    expected = spec_shape(spec)
+    if len(shape) != len(expected):
+        raise ProtocolError(f"input '{name}': shape {shape} has rank {len(shape)}, the model expects {expected}")
+    for axis, (got, want) in enumerate(zip(shape, expected, strict=True)):
+        if want == -1:
+            if got < 1:
+                raise ProtocolError(f"input '{name}': batch dimension {got} must be at least 1")
+        elif got != want:
+            raise ProtocolError(
+                f"input '{name}': dimension {axis} is {got}, the model expects {want} (shape {expected})"
+            )
+    return shape
+
+
+def _from_json(name: str, data: Any, shape: list[int], datatype: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise ProtocolError(f"input '{name}': 'data' must be a JSON array of numbers")
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise ProtocolError(f"input '{name}': 'data' is not a regular array of numbers") from None
+    count = math.prod(shape)
+    is_float = datatype.startswith("FP")
+    allowed = "iuf" if is_float else "iu"
+    if array.size and array.dtype.kind not in allowed:
+        kind = "numbers" if is_float else "integers"
+        raise ProtocolError(f"input '{name}': 'data' must hold only {kind} for datatype {datatype}")
+    if array.size != count:
+        raise ProtocolError(f"input '{name}': 'data' holds {array.size} values, shape {shape} needs {count}")
+    target = NUMPY[datatype]
+    if not is_float:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise ProtocolError(f"input '{name}': a value is out of range for {datatype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(target).reshape(shape)
+
+
+def _from_binary(name: str, chunk: memoryview, shape: list[int], datatype: str) -> np.ndarray:
+    dtype = NUMPY[datatype]
+    need = math.prod(shape) * dtype.itemsize
+    if len(chunk) != need:
+        raise ProtocolError(f"input '{name}': binary data holds {len(chunk)} bytes, shape {shape} {datatype} needs {need}")
+    array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    if array.ctypes.data % dtype.alignment:
+        array = array.copy()
+    return array
+
+
+def parse_infer_request(
+    body: bytes, header_length: str | None, inputs: list[TensorSpec], outputs: list[TensorSpec]
+) -> InferRequest:
+    """Parse and validate one ``/infer`` body against the model's tensor specs; ProtocolError on any fault."""
+    header, binary = _parse_header(body, header_length)
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("'id' must be a string")
+    parameters = header.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ProtocolError("'parameters' must be a JSON object")
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError("'inputs' must be a non-empty list of tensors")
+    specs = {spec.name: spec for spec in inputs}
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise ProtocolError(f"inputs[{index}] must be a JSON object")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(f"inputs[{index}]: 'name' must be a string")
+        spec = specs.get(name)
+        if spec is None:
+            raise ProtocolError(f"unknown input '{name[:80]}'; the model's inputs are {sorted(specs)}")
+        if name in arrays:
+            raise ProtocolError(f"input '{name}' is given more than once")
+        datatype = item.get("datatype")
+        expected_type = DATATYPES[spec.dtype]
+        if datatype != expected_type:
+            raise ProtocolError(f"input '{name}': datatype {str(datatype)[:20]} does not match the model's {expected_type}")
+        shape = _check_shape(name, item.get("shape"), spec)
+        item_parameters = item.get("parameters", {})
+        if not isinstance(item_parameters, dict):
+            raise ProtocolError(f"input '{name}': 'parameters' must be a JSON object")
+        size = item_parameters.get("binary_data_size")
+        if size is not None:
+            if "data" in item:
+                raise ProtocolError(f"input '{name}': give either 'data' or binary_data_size, not both")
+            if not _is_int(size) or size < 0:
+                raise ProtocolError(f"input '{name}': binary_data_size must be a non-negative integer")
+            if offset + size > len(binary):
+                raise ProtocolError(
+                    f"input '{name}': binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} bytes left); the binary data is truncated"
+                )
+            array = _from_binary(name, binary[offset : offset + size], shape, datatype)
+            offset += size
+        elif "data" in item:
+            array = _from_json(name, item["data"], shape, datatype)
+        else:
+            raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size is given")
+        if datatype.startswith("FP") and not np.isfinite(array).all():
+            raise ProtocolError(f"input '{name}': contains NaN or Inf (or a value out of {datatype} range)")
+        arrays[name] = array
+    if offset != len(binary):
+        raise ProtocolError(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
+    missing = [name for name in specs if name not in arrays]
+    if missing:
+        raise ProtocolError(f"missing input(s) {missing}; the model needs {list(specs)}")
+    batches = {int(arrays[spec.name].shape[0]) for spec in inputs if spec.shape[:1] == ["batch"]}
+    if len(batches) > 1:
+        raise ProtocolError(f"the inputs disagree on the batch size: {sorted(batches)}")
+    batch = batches.pop() if batches else 1
+    return InferRequest(
+        inputs=arrays,
+        batch=batch,
+        outputs=_requested_outputs(header, parameters, outputs),
+        id=request_id,
+        parameters=parameters,
+    )
+
+
+def _requested_outputs(header: dict[str, Any], parameters: dict[str, Any], outputs: list[TensorSpec]) -> list[tuple[str, bool]]:
+    default_binary = parameters.get("binary_data_output", False)
+    if not isinstance(default_binary, bool):
+        raise ProtocolError("parameters.binary_data_output must be true or false")
+    requested = header.get("outputs")
+    if requested is None:
+        return [(spec.name, default_binary) for spec in outputs]
+    if not isinstance(requested, list):
+        raise ProtocolError("'outputs' must be a list of requested outputs")
+    known = {spec.name for spec in outputs}
+    result: list[tuple[str, bool]] = []
+    for index, item in enumerate(requested):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ProtocolError(f"outputs[{index}] must be an object with a string 'name'")
+        name = item["name"]
+        if name not in known:
+            raise ProtocolError(f"unknown output '{name[:80]}'; the model's outputs are {sorted(known)}")
+        if any(name == seen for seen, _ in result):
+            raise ProtocolError(f"output '{name}' is requested more than once")
+        item_parameters = item.get("parameters", {})
+        if not isinstance(item_parameters, dict):
+            raise ProtocolError(f"output '{name}': 'parameters' must be a JSON object")
+        if "classification" in item_parameters:
+            raise ProtocolError(f"output '{name}': the classification extension is not supported")
+        binary = item_parameters.get("binary_data", default_binary)
+        if not isinstance(binary, bool):
+            raise ProtocolError(f"output '{name}': parameters.binary_data must be true or false")
+        result.append((name, binary))
+    return result
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    request: InferRequest,
+    results: dict[str, np.ndarray],
+    outputs: list[TensorSpec],
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and its headers; binary outputs follow the JSON header as raw little-endian bytes."""
+    datatypes = {spec.name: DATATYPES[spec.dtype] for spec in outputs}
+    entries: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, binary in request.outputs:
+        datatype = datatypes[name]
+        array = np.ascontiguousarray(results[name], dtype=NUMPY[datatype])
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            blob = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        entries.append(entry)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request.id is not None:
+        document["id"] = request.id
+    document["outputs"] = entries
+    header = json.dumps(document, separators=(",", ":")).encode()
+    if not blobs:
+        return header, {"content-type": "application/json"}
+    headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+    return b"".join([header, *blobs]), headers
