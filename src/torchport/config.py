@@ -229,9 +229,8 @@ def check_config(config: Config) -> None:
     """Checks that need more than types: files exist, blocks exist, optimizer arguments fit."""
     _check_data_files(config.data)
     from torchport.models.compose import check_layers
-    from torchport.train.optim import check_optimizer_config
-
     from torchport.registry import import_user_module
+    from torchport.train.optim import check_optimizer_config
 
     for index, module in enumerate(config.plugins):  # before the layers: they register short block names
         import_user_module(module, config.import_paths, where=f"plugins[{index}]")

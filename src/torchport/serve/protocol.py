@@ -82,7 +82,9 @@ def _parse_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     except UnicodeDecodeError:
         raise ProtocolError("the request header is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"the request is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ProtocolError(
+            f"the request is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise ProtocolError("the request JSON is nested too deeply") from None
     if not isinstance(header, dict):
@@ -135,7 +137,9 @@ def _from_binary(name: str, chunk: memoryview, shape: list[int], datatype: str) 
     dtype = NUMPY[datatype]
     need = math.prod(shape) * dtype.itemsize
     if len(chunk) != need:
-        raise ProtocolError(f"input '{name}': binary data holds {len(chunk)} bytes, shape {shape} {datatype} needs {need}")
+        raise ProtocolError(
+            f"input '{name}': binary data holds {len(chunk)} bytes, shape {shape} {datatype} needs {need}"
+        )
     array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
     if array.ctypes.data % dtype.alignment:
         array = array.copy()
@@ -173,7 +177,9 @@ def parse_infer_request(
         datatype = item.get("datatype")
         expected_type = DATATYPES[spec.dtype]
         if datatype != expected_type:
-            raise ProtocolError(f"input '{name}': datatype {str(datatype)[:20]} does not match the model's {expected_type}")
+            raise ProtocolError(
+                f"input '{name}': datatype {str(datatype)[:20]} does not match the model's {expected_type}"
+            )
         shape = _check_shape(name, item.get("shape"), spec)
         item_parameters = item.get("parameters", {})
         if not isinstance(item_parameters, dict):
@@ -216,7 +222,9 @@ def parse_infer_request(
     )
 
 
-def _requested_outputs(header: dict[str, Any], parameters: dict[str, Any], outputs: list[TensorSpec]) -> list[tuple[str, bool]]:
+def _requested_outputs(
+    header: dict[str, Any], parameters: dict[str, Any], outputs: list[TensorSpec]
+) -> list[tuple[str, bool]]:
     default_binary = parameters.get("binary_data_output", False)
     if not isinstance(default_binary, bool):
         raise ProtocolError("parameters.binary_data_output must be true or false")
