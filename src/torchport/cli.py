@@ -195,6 +195,12 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0 if optimize_stage(Path(args.bundle), console=_console()) else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from torchport.serve.__main__ import run
+
+    return run(args)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from torchport.bundle.inspect import print_bundle
 
@@ -273,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = verb("run", cmd_run, "train, export, verify and bundle in one go (default: the digits CNN)")
     _config_args(run, optional=True)
     run.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
+    from torchport.serve.__main__ import add_arguments  # argparse only; the server imports happen in run()
+
+    add_arguments(verb("serve", cmd_serve, "serve bundles over the Open Inference Protocol v2 (KServe/Triton REST)"))
     return parser
 
 

@@ -11,6 +11,7 @@ fails, each of its requests is rerun alone, so one bad request never fails its b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,10 +76,8 @@ class DynamicBatcher:
                 await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._executor.shutdown(wait=True)
 
     @property

@@ -1,0 +1,167 @@
+"""The served models: every ONNX artifact of every bundle, by model name and version.
+
+A bundle's manifest ``name`` is the model name. Version ``"1"`` is the fp32 ``model.onnx`` export (the default);
+each ONNX variant the bundle holds (``optimized``, ``int8``, ``fp16``) is served as a version of that name and as
+the model ``name.variant`` too. Each artifact gets one ONNX Runtime session, created once at start-up from its
+checksum-verified file and warmed with one batch, and its own dynamic batcher.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from torchport.bundle.manifest import Artifact, Bundle, TensorSpec, read_bundle
+from torchport.errors import BundleError, UsageError
+from torchport.serve.batcher import Arrays, DynamicBatcher
+from torchport.serve.protocol import DATATYPES, tensor_metadata
+
+DEFAULT_VERSION = "1"
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+}
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def make_session(path: Path, threads: int) -> Any:
+    """An ORT CPU session like ``torchport.verify.runners.onnxruntime_session`` (without importing torch)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: str
+    artifact: Artifact
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    run: Callable[[Arrays], Arrays]
+    batcher: DynamicBatcher | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def mergeable(self) -> bool:
+        return all(spec.shape[:1] == ["batch"] for spec in [*self.inputs, *self.outputs])
+
+
+def _runner(session: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Callable[[Arrays], Arrays]:
+    """Feed arrays in the manifest's dtypes; cast to what the session wants (fp16 variants) and back."""
+    wanted = {meta.name: _ORT_TYPES.get(meta.type) for meta in session.get_inputs()}
+    names = [spec.name for spec in outputs]
+    dtypes = [np.dtype(spec.dtype) for spec in outputs]
+
+    def run(feed: Arrays) -> Arrays:
+        cast = {
+            name: value if wanted.get(name) in (None, value.dtype) else value.astype(wanted[name])
+            for name, value in feed.items()
+        }
+        results = session.run(names, cast)
+        return {
+            name: np.asarray(value).astype(dtype, copy=False)
+            for name, value, dtype in zip(names, results, dtypes, strict=True)
+        }
+
+    return run
+
+
+def _warm(model: ServedModel) -> None:
+    feed = {
+        spec.name: np.zeros([1 if dim == "batch" else int(dim) for dim in spec.shape], dtype=spec.dtype)
+        for spec in model.inputs
+    }
+    model.run(feed)
+
+
+class Repository:
+    """Models by (name, version); ``get(name)`` is the default version."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str], ServedModel] = {}
+        self.versions: dict[str, list[str]] = {}
+
+    def add(self, model: ServedModel, name: str, version: str) -> None:
+        if (name, version) in self.models:
+            raise UsageError(f"two bundles serve model '{name}' version '{version}'; give each bundle its own name")
+        self.models[(name, version)] = model
+        self.versions.setdefault(name, []).append(version)
+
+    def get(self, name: str, version: str | None = None) -> ServedModel | None:
+        versions = self.versions.get(name)
+        if not versions:
+            return None
+        return self.models.get((name, version if version is not None else versions[0]))
+
+    def unique(self) -> list[ServedModel]:
+        seen: dict[int, ServedModel] = {}
+        for model in self.models.values():
+            seen.setdefault(id(model), model)
+        return list(seen.values())
+
+    def metadata(self, name: str, model: ServedModel) -> dict[str, Any]:
+        return {
+            "name": name,
+            "versions": self.versions[name],
+            "platform": "onnxruntime_onnx",
+            "inputs": [tensor_metadata(spec) for spec in model.inputs],
+            "outputs": [tensor_metadata(spec) for spec in model.outputs],
+        }
+
+
+def _check_dtypes(bundle: Bundle) -> None:
+    for spec in [*bundle.manifest.inputs, *bundle.manifest.outputs]:
+        if spec.dtype not in DATATYPES:
+            raise BundleError(f"{bundle.root}: tensor '{spec.name}' has dtype {spec.dtype}, which cannot be served")
+
+
+def load_repository(bundles: list[Path], threads: int | None = None, variants: bool = True) -> Repository:
+    """Read every bundle, open one session per ONNX artifact, warm it, and index it by name and version."""
+    threads = threads or default_threads()
+    repository = Repository()
+    for root in bundles:
+        bundle = read_bundle(Path(root))
+        _check_dtypes(bundle)
+        manifest = bundle.manifest
+        onnx = [a for a in manifest.artifacts if a.kind == "onnx"]
+        base = [a for a in onnx if a.variant is None]
+        if not base:
+            raise BundleError(f"{root}: the bundle has no exported ONNX model to serve")
+        chosen = [(DEFAULT_VERSION, base[0])]
+        if variants:
+            chosen += [(str(a.variant), a) for a in onnx if a.variant is not None]
+        for version, artifact in chosen:
+            session = make_session(bundle.verified_path(artifact), threads)
+            model = ServedModel(
+                name=manifest.name,
+                version=version,
+                artifact=artifact,
+                inputs=manifest.inputs,
+                outputs=manifest.outputs,
+                run=_runner(session, manifest.inputs, manifest.outputs),
+            )
+            _warm(model)
+            repository.add(model, manifest.name, version)
+            if version != DEFAULT_VERSION:
+                alias = f"{manifest.name}.{version}"
+                repository.add(model, alias, DEFAULT_VERSION)
+                model.aliases.append(alias)
+    return repository

@@ -1,0 +1,72 @@
+"""Helpers: a real ``python -m torchport.serve`` process on 127.0.0.1 and a free port, always stopped afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BODY_LIMIT = 256 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+@contextmanager
+def running_server(
+    bundle: Path, log: Path, *extra: str, env: dict[str, str] | None = None, via_cli: bool = False
+) -> Iterator[int]:
+    """``via_cli``: start it as ``torchport serve`` (the user's command) instead of ``python -m torchport.serve``."""
+    port = free_port()
+    entry = ["torchport.cli", "serve"] if via_cli else ["torchport.serve"]
+    command = [sys.executable, "-m", *entry, str(bundle), "--port", str(port), "--threads", "1", *extra]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+                try:
+                    if http(port, "GET", "/v2/health/ready")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not ready after 60 s: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def error_of(body: bytes) -> Any:
+    return json.loads(body)["error"]
