@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format venv clean
+.PHONY: demo test test-fast lint format venv clean ci-prereqs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
@@ -18,8 +18,26 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/torchport run
 
-test: $(STAMP)
+test: $(STAMP) ci-prereqs
 	$(PY) -m pytest -q
+
+# The pinned npm packages of the Node.js and browser runners (package.json + package-lock.json); --ignore-scripts:
+# onnxruntime-node ships its CPU binaries in the package, its install script would only fetch GPU extras.
+node_modules: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch node_modules
+
+# Under CI=true the runtime tests must not skip: install what the conformance runtimes need when it is missing.
+# Elsewhere those tests skip with a reason, so `make test` works on a fresh machine without them.
+ci-prereqs:
+	@if [ "$$CI" = "true" ]; then \
+	  missing=""; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	  command -v g++ >/dev/null || missing="$$missing g++"; \
+	  if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi; \
+	  [ -d node_modules ] || npm ci --ignore-scripts --no-audit --no-fund; \
+	fi
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -201,6 +201,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from torchport.runtimes.conformance import conformance_command
+
+    return conformance_command(Path(args.bundle), args.runtimes, Path(args.json) if args.json else None)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from torchport.bundle.inspect import print_bundle
 
@@ -262,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_optimize,
         "add optimised variants (graph-optimised, INT8, FP16, .ort) to a bundle, each gated on accuracy",
     ).add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
+    conformance = verb(
+        "conformance",
+        cmd_conformance,
+        "run the golden inputs in Python/ORT, OpenVINO, Node.js, a browser and C++, and compare with PyTorch",
+    )
+    conformance.add_argument("bundle", help="a bundle directory (RUN_DIR/bundle)")
+    conformance.add_argument(
+        "--runtimes", default="all", help="all (default) or a comma list of python, openvino, node, browser, cpp"
+    )
+    conformance.add_argument("--json", help="also write the results as JSON to this file")
     verb("inspect", cmd_inspect, "print a readable summary of a bundle").add_argument("bundle")
     verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument("name", choices=["manifest"])
     launch = verb("launch", cmd_launch, "write a cluster job (SLURM sbatch script or Kubeflow PyTorchJob) for a config")

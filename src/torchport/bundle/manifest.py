@@ -166,6 +166,30 @@ class VariantOutcome(_Model):
     reason: str = Field("", description="one line: why it was refused or failed")
 
 
+class RunnerLatency(_Model):
+    batch: int = Field(ge=1)
+    median_ms: float
+    iterations: int = Field(ge=1)
+
+
+class ConformanceResult(_Model):
+    """One runtime's run of the golden inputs (`torchport conformance`), compared with the golden outputs."""
+
+    runtime: str = Field(description="e.g. python, openvino, node, browser, cpp")
+    engine: str = Field("", description="the library that ran the artifact, e.g. onnxruntime-node")
+    version: str = ""
+    artifact: str
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    status: Literal["passed", "failed", "error", "skipped"]
+    reason: str = Field("", description="one line: why it failed, errored or was skipped")
+    atol: float
+    rtol: float
+    outputs: dict[str, OutputParity] = Field(default_factory=dict)
+    latency: list[RunnerLatency] = Field(default_factory=list, description="median wall time per batch size")
+    seconds: float = Field(0.0, description="wall time of the whole runner process, start-up included")
+    checked: str = Field("", description="ISO time of the run")
+
+
 class Manifest(_Model):
     format_version: Literal["1.0"] = FORMAT_VERSION
     name: str
@@ -179,6 +203,9 @@ class Manifest(_Model):
     metrics: dict[str, float | None] = Field(default_factory=dict, description="validation metrics of the checkpoint")
     verification: list[ArtifactVerification] = Field(default_factory=list)
     variants: list[VariantOutcome] = Field(default_factory=list, description="the last optimize run's outcomes")
+    conformance: list[ConformanceResult] = Field(
+        default_factory=list, description="the last `torchport conformance` run, one entry per runtime and artifact"
+    )
     provenance: Provenance
 
 

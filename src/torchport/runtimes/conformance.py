@@ -1,0 +1,323 @@
+"""Cross-runtime conformance: the same golden inputs through every runtime, compared with PyTorch's outputs.
+
+``python -m torchport.runtimes.conformance BUNDLE [--runtimes all|python,node,...] [--json FILE]`` is the same
+as ``torchport conformance``. Each runner runs in its own process with a timeout, writes ``result.json`` and raw
+outputs into a temporary folder, and this module compares those with ``golden/``. fp32 artifacts must match within
+atol/rtol (the bundle's verification tolerance, else 1e-4/1e-3); INT8/FP16 variants pass on finite outputs of
+the right shape and, for classifiers, argmax agreement of at least 90 % with the fp32 reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from torchport.bundle.manifest import DTYPES, Artifact, Bundle, ConformanceResult, OutputParity, read_bundle
+from torchport.errors import TorchportError, UsageError
+from torchport.runtimes.base import Runtime, RuntimeMissing, install_files
+from torchport.verify.parity import Tolerance, compare
+
+ORDER = ("python", "openvino", "node", "browser", "cpp")
+MIN_REDUCED_AGREEMENT = 0.9
+PYTHON_README = """
+# Python + {engine} runner
+
+`python {script} BUNDLE OUT_DIR [--artifact PATH]` runs the bundle's golden inputs and writes `result.json`
+and one raw little-endian `<output>.bin` per output into OUT_DIR. Needs Python 3.11+, NumPy and `{package}`
+(`pip install numpy {package}`); `rawio.py` beside it reads the bundle and checks every SHA-256.
+"""
+
+
+def _python_missing(module: str) -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec(module) else f"the Python package '{module}' is not installed"
+
+
+def _python_runtime(name: str, engine: str, module: str, kinds: tuple[str, ...], package: str) -> Runtime:
+    def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
+        return [sys.executable, str(runner_dir / f"{module}.py"), str(bundle), str(out), "--artifact", artifact]
+
+    return Runtime(
+        name=name,
+        engine=engine,
+        kinds=kinds,
+        precisions=("fp32", "fp16", "int8"),
+        files=(f"{module}.py", "rawio.py"),
+        readme=PYTHON_README.format(engine=engine, script=f"{module}.py", package=package),
+        missing=lambda: _python_missing(package),
+        command=command,
+    )
+
+
+def registry() -> dict[str, Runtime]:
+    """Every runtime by name, in the order conformance runs them."""
+    from torchport.runtimes import browser, cpp, node
+
+    found = {
+        "python": _python_runtime("python", "onnxruntime", "python_ort", ("onnx", "ort"), "onnxruntime"),
+        "openvino": _python_runtime("openvino", "openvino", "openvino_runner", ("onnx",), "openvino"),
+        "node": node.RUNTIME,
+        "browser": browser.RUNTIME,
+        "cpp": cpp.RUNTIME,
+    }
+    return {name: found[name] for name in ORDER}
+
+
+def choose(spec: str) -> tuple[list[Runtime], bool]:
+    """Runtimes named by ``spec`` ('all' or 'python,node'); the flag says whether they were named explicitly."""
+    known = registry()
+    if spec.strip() == "all":
+        return list(known.values()), False
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise UsageError(f"--runtimes: unknown runtime '{','.join(unknown)}'; choose from all, {', '.join(ORDER)}")
+    return [known[name] for name in names], True
+
+
+def _tolerance(bundle: Bundle, artifact: Artifact) -> Tolerance:
+    for entry in bundle.manifest.verification:
+        if entry.artifact == artifact.path and entry.judged_by == "parity":
+            return Tolerance(atol=entry.atol, rtol=entry.rtol)
+    return Tolerance()
+
+
+def _read_outputs(out: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    result_path = out / "result.json"
+    if not result_path.is_file():
+        raise TorchportError("the runner wrote no result.json")
+    result = json.loads(result_path.read_text())
+    arrays = {}
+    for entry in result["outputs"]:
+        if entry["dtype"] not in DTYPES:
+            raise TorchportError(f"output '{entry['name']}' has dtype {entry['dtype']}, not one of {list(DTYPES)}")
+        raw = (out / Path(entry["path"]).name).read_bytes()
+        array = np.frombuffer(raw, dtype=DTYPES[entry["dtype"]])
+        if array.size != int(np.prod(entry["shape"])):
+            raise TorchportError(f"output '{entry['name']}' holds {array.size} values for shape {entry['shape']}")
+        arrays[entry["name"]] = array.reshape(entry["shape"])
+    return result, arrays
+
+
+def judge(
+    bundle: Bundle, artifact: Artifact, arrays: dict[str, np.ndarray], tol: Tolerance
+) -> tuple[dict[str, OutputParity], list[str]]:
+    """Per golden output: the parity numbers, and a line for each output that fails."""
+    classifier = bundle.manifest.task == "classification"
+    reduced = artifact.precision != "fp32"
+    parities: dict[str, OutputParity] = {}
+    problems: list[str] = []
+    for golden in bundle.manifest.golden.outputs:
+        want = bundle.read_tensor(golden)
+        got = arrays.get(golden.name)
+        if got is None:
+            problems.append(f"output '{golden.name}' is missing")
+            continue
+        parity = compare(got, want, tol, argmax=classifier)
+        if reduced:
+            agreement = parity.argmax_agreement
+            finite = bool(np.isfinite(got.astype(np.float64)).all()) and got.shape == want.shape
+            ok = finite and (agreement is None or agreement >= MIN_REDUCED_AGREEMENT)
+            parity = parity.model_copy(update={"passed": ok})
+        parities[golden.name] = parity
+        if not parity.passed:
+            problems.append(
+                f"output '{golden.name}': max abs error {parity.max_abs:.3g}, needs atol {parity.needed_atol:.3g} "
+                f"> {tol.atol:g} (rtol {tol.rtol:g})"
+            )
+    return parities, problems
+
+
+def _run_process(argv: list[str], timeout_s: float, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run a runner in its own process group; on timeout SIGTERM the group (the browser runner then closes
+    Chromium), and SIGKILL it if it is still there after a few seconds."""
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+            raise
+        return proc.returncode, stdout, stderr
+
+
+def run_one(runtime: Runtime, bundle: Bundle, artifact: Artifact, runner_dir: Path) -> ConformanceResult:
+    """Run one runner on one artifact in a subprocess and judge its outputs."""
+    tol = _tolerance(bundle, artifact)
+    base = {
+        "runtime": runtime.name,
+        "engine": runtime.engine,
+        "artifact": artifact.path,
+        "precision": artifact.precision,
+        "atol": tol.atol,
+        "rtol": tol.rtol,
+        "checked": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with tempfile.TemporaryDirectory(prefix=f"torchport-{runtime.name}-") as tmp:
+        out = Path(tmp) / "out"
+        argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), artifact.path, out)
+        start = time.perf_counter()
+        try:
+            code, stdout, stderr = _run_process(argv, runtime.timeout_s, {**os.environ, **runtime.env()})
+        except subprocess.TimeoutExpired:
+            return ConformanceResult(status="error", reason=f"timed out after {runtime.timeout_s:.0f} s", **base)
+        except (OSError, TorchportError) as exc:
+            return ConformanceResult(status="error", reason=str(exc), **base)
+        seconds = time.perf_counter() - start
+        if code != 0:
+            lines = [line for line in (stderr + stdout).strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit code {code}"
+            return ConformanceResult(status="error", reason=reason[:500], seconds=seconds, **base)
+        try:
+            result, arrays = _read_outputs(out)
+        except (OSError, ValueError, KeyError, TorchportError) as exc:
+            return ConformanceResult(status="error", reason=f"unreadable result: {exc}", seconds=seconds, **base)
+    parities, problems = judge(bundle, artifact, arrays, tol)
+    base["engine"] = str(result.get("runtime", runtime.engine))
+    return ConformanceResult(
+        version=str(result.get("version", "")),
+        status="failed" if problems else "passed",
+        reason="; ".join(problems),
+        outputs=parities,
+        latency=result.get("latency", []),
+        seconds=seconds,
+        **base,
+    )
+
+
+def run_conformance(
+    bundle_dir: Path, runtimes: Iterable[Runtime], explicit: bool, save: bool = True
+) -> list[ConformanceResult]:
+    """Run each runtime on each artifact it supports; a missing prerequisite is an error only when ``explicit``."""
+    bundle = read_bundle(bundle_dir)
+    chosen = list(runtimes)
+    if explicit:
+        for runtime in chosen:
+            reason = runtime.missing()
+            if reason:
+                raise RuntimeMissing(f"runtime '{runtime.name}' cannot run here: {reason}")
+    results: list[ConformanceResult] = []
+    for runtime in chosen:
+        artifacts = [
+            a for a in bundle.manifest.artifacts if a.kind in runtime.kinds and a.precision in runtime.precisions
+        ]
+        reason = runtime.missing() if artifacts else f"the bundle has no {'/'.join(runtime.kinds)} artifact"
+        if reason:
+            first = artifacts[0].path if artifacts else "-"
+            results.append(
+                ConformanceResult(
+                    runtime=runtime.name,
+                    engine=runtime.engine,
+                    artifact=first,
+                    status="skipped",
+                    reason=reason,
+                    atol=0.0,
+                    rtol=0.0,
+                )
+            )
+            continue
+        runner_dir = install_files(runtime, bundle.root)
+        results.extend(run_one(runtime, bundle, artifact, runner_dir) for artifact in artifacts)
+    if save:
+        bundle.manifest.conformance = results
+        bundle.save()
+    return results
+
+
+def failed(results: list[ConformanceResult]) -> list[ConformanceResult]:
+    return [r for r in results if r.status in ("failed", "error")]
+
+
+def latency_at(result: ConformanceResult, batch: int) -> str:
+    hit = next((entry for entry in result.latency if entry.batch == batch), None)
+    return f"{hit.median_ms:.3f}" if hit else "-"
+
+
+def table(results: list[ConformanceResult]) -> str:
+    """A plain-text table: runtime, version, artifact, errors, argmax agreement, status, latency per batch."""
+    batches = sorted({entry.batch for r in results for entry in r.latency})
+    header = ["runtime", "engine", "version", "artifact", "max abs", "max rel", "argmax", "status"]
+    header += [f"ms@{b}" for b in batches]
+    rows = [header]
+    for r in results:
+        parities = list(r.outputs.values())
+        agreements = [p.argmax_agreement for p in parities if p.argmax_agreement is not None]
+        rows.append(
+            [
+                r.runtime,
+                r.engine,
+                r.version.split("-")[0],
+                r.artifact,
+                f"{max(p.max_abs for p in parities):.2e}" if parities else "-",
+                f"{max(p.max_rel for p in parities):.2e}" if parities else "-",
+                f"{min(agreements):.3f}" if agreements else "-",
+                r.status.upper(),
+                *[latency_at(r, b) for b in batches],
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    for r in results:
+        if r.status != "passed":
+            lines.append(f"{r.status.upper()} {r.runtime} {r.artifact}: {r.reason}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `torchport conformance` verb: print the table, write --json, exit 1 on a failure, 2 on bad usage."""
+    parser = argparse.ArgumentParser(prog="torchport conformance", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--runtimes", default="all", help=f"all, or a comma list of {', '.join(ORDER)}")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        return conformance_command(args.bundle, args.runtimes, args.json)
+    except TorchportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def conformance_command(bundle: Path, runtimes: str, json_path: Path | None) -> int:
+    chosen, explicit = choose(runtimes)
+    results = run_conformance(bundle, chosen, explicit)
+    print(table(results))
+    if json_path is not None:
+        json_path.write_text(json.dumps([r.model_dump() for r in results], indent=2) + "\n")
+    bad = failed(results)
+    ran = [r for r in results if r.status != "skipped"]
+    print(
+        f"conformance: {len(ran) - len(bad)} of {len(ran)} runtime runs passed"
+        + (f", {len(results) - len(ran)} skipped" if len(ran) < len(results) else "")
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""Bundles with both ONNX and AOTInductor artifacts (digits CNN, iris MLP), a cached C++ runner, and a guard
+against Chromium processes left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import EXAMPLES, ROOT, quiet_console
+
+from torchport.config import load_config
+from torchport.runtimes.base import Runtime
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+# Kept between sessions (gitignored): the binary is keyed by runner.cpp's and torch's versions.
+BUILD_DIR = ROOT / "build" / "runners"
+
+
+def require(runtime: Runtime) -> None:
+    """Skip (outside CI) or fail (in CI) when the runtime's prerequisite is missing."""
+    reason = runtime.missing()
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"runtime '{runtime.name}' is required in CI: {reason}")
+    pytest.skip(f"runtime '{runtime.name}': {reason}")
+
+
+def _export(tmp_path_factory: pytest.TempPathFactory, config: str, overrides: list[str]) -> Path:
+    from torchport.pipeline import export_stage
+    from torchport.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp(Path(config).stem) / "run"
+    train(load_config(EXAMPLES / config, overrides), run_dir, console=quiet_console())
+    export_stage(run_dir, quiet_console())
+    return run_dir / "bundle"
+
+
+@pytest.fixture(scope="session")
+def aoti_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN, 2 epochs, exported to ONNX and model.pt2 (the .pt2 only where a C++ compiler is found)."""
+    return _export(tmp_path_factory, "digits.yaml", ["train.epochs=2", "export.aoti=auto"])
+
+
+@pytest.fixture(scope="session")
+def aoti_iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tabular bundle: the iris MLP, 5 epochs, ONNX and model.pt2."""
+    return _export(tmp_path_factory, "iris_mlp.yaml", ["train.epochs=5", "export.aoti=auto"])
+
+
+@pytest.fixture(params=["digits", "iris"])
+def any_bundle(request: pytest.FixtureRequest) -> Path:
+    name = "aoti_digits" if request.param == "digits" else "aoti_iris"
+    bundle: Path = request.getfixturevalue(name)
+    return bundle
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpp_build_dir() -> Iterator[Path]:
+    """Point the C++ runtime at a build folder that outlives the session, so runner.cpp compiles once."""
+    previous = os.environ.get("TORCHPORT_BUILD_DIR")
+    os.environ["TORCHPORT_BUILD_DIR"] = str(BUILD_DIR)
+    yield BUILD_DIR
+    if previous is None:
+        os.environ.pop("TORCHPORT_BUILD_DIR", None)
+    else:
+        os.environ["TORCHPORT_BUILD_DIR"] = previous
+
+
+def _our_chromiums() -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"torchport-chromium-" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_browser() -> Iterator[None]:
+    """Fail a test that leaves a Chromium of ours running (and end those processes, by id)."""
+    before = set(_our_chromiums())
+    yield
+    left = [pid for pid in _our_chromiums() if pid not in before]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"Chromium processes left running: {left}"

@@ -1,0 +1,88 @@
+"""Every runner on the digits CNN and the iris MLP; refusals of bad checksums and paths that leave the bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.runtimes.conftest import require
+
+from torchport.bundle.manifest import read_bundle
+from torchport.runtimes.base import install_files
+from torchport.runtimes.conformance import registry, run_conformance
+
+RUNTIMES = list(registry())
+TIMEOUT_S = 180
+
+
+def _run_runner(name: str, bundle: Path, artifact: str, out: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    runtime = registry()[name]
+    runner_dir = install_files(runtime, bundle)
+    argv = runtime.command(bundle, runner_dir, artifact, out)
+    env = {**os.environ, **runtime.env()}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False, env=env)
+
+
+def _artifact_for(name: str) -> str:
+    return "model.pt2" if name == "cpp" else "model.onnx"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_runner_matches_golden(name: str, any_bundle: Path) -> None:
+    runtime = registry()[name]
+    require(runtime)
+    results = run_conformance(any_bundle, [runtime], explicit=True, save=False)
+    assert [r.status for r in results] == ["passed"], [r.reason for r in results]
+    result = results[0]
+    golden = {t.name for t in read_bundle(any_bundle).manifest.golden.outputs}
+    assert set(result.outputs) == golden
+    assert result.version and result.latency and result.latency[0].batch == 1
+    assert all(p.argmax_agreement == 1.0 for p in result.outputs.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: Path, tmp_path: Path) -> None:
+    require(registry()[name])
+    bundle = tmp_path / "bundle"
+    shutil.copytree(aoti_digits, bundle, ignore=shutil.ignore_patterns("runners"))
+    artifact = _artifact_for(name)
+    if not (bundle / artifact).is_file():
+        pytest.fail(f"the fixture bundle has no {artifact}")
+    with open(bundle / artifact, "ab") as handle:
+        handle.write(b"\0")
+    proc = _run_runner(name, bundle, artifact, tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr
+    assert f"'{artifact}' fails its checksum" in proc.stderr
+    assert not (tmp_path / "out" / "result.json").exists()
+
+    shutil.copyfile(aoti_digits / artifact, bundle / artifact)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["golden"]["inputs"][0]["path"] = "../golden/input.bin"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    proc = _run_runner(name, bundle, artifact, tmp_path / "out2")
+    assert proc.returncode == 2, proc.stderr
+    assert "'../golden/input.bin' is absolute or contains '..'" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_python_runner_outputs_are_raw_little_endian(aoti_iris: Path, tmp_path: Path) -> None:
+    proc = _run_runner("python", aoti_iris, "model.onnx", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["runtime"] == "onnxruntime" and result["artifact"] == "model.onnx"
+    bundle = read_bundle(aoti_iris)
+    for entry in result["outputs"]:
+        got = np.fromfile(tmp_path / "out" / entry["path"], dtype="<f4").reshape(entry["shape"])
+        golden = next(t for t in bundle.manifest.golden.outputs if t.name == entry["name"])
+        np.testing.assert_allclose(got, bundle.read_tensor(golden), atol=1e-4, rtol=1e-3)
