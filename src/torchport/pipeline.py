@@ -87,8 +87,18 @@ def export_stage(run_dir: Path, console: Console) -> Bundle:
         f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, _cpu()).items()
     }
     bundle = write_manifest(bundle_dir, run, artifacts, golden, metrics)
+    install_runners(bundle_dir)
     console.print(f"bundle written to {bundle_dir}")
     return bundle
+
+
+def install_runners(bundle_dir: Path) -> None:
+    """Ship every runtime's standalone runner (with its README) under ``bundle/runners/``, ready to copy."""
+    from torchport.runtimes.base import install_files
+    from torchport.runtimes.conformance import registry
+
+    for runtime in registry().values():
+        install_files(runtime, bundle_dir)
 
 
 def _cpu():  # type: ignore[no-untyped-def]

@@ -34,6 +34,9 @@ def test_manifest_validates_against_published_schema(digits_run: Path) -> None:
     assert manifest["labels"] == [str(i) for i in range(10)]
     assert {a["kind"] for a in manifest["artifacts"]} == {"onnx"}
     assert manifest["provenance"]["torch"].startswith("2.")
+    runners = digits_run / "bundle" / "runners"
+    for runtime, entry in [("python", "python_ort.py"), ("node", "runner.mjs"), ("cpp", "runner.cpp")]:
+        assert (runners / runtime / entry).is_file() and (runners / runtime / "README.md").is_file()
 
 
 def test_golden_tensors_are_raw_little_endian(digits_run: Path) -> None:
