@@ -223,6 +223,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    """`1,64` -> [1, 64] for --batch-sizes and --threads."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,64, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,64, got '{text}'")
+    return values
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from torchport.bench import bench_stage
+
+    bench_stage(
+        Path(args.bundle),
+        console=_console(),
+        batches=args.batch_sizes,
+        threads=args.threads,
+        iterations=args.iterations,
+        budget_s=args.budget,
+        compile=not args.no_compile,
+        json_path=Path(args.json) if args.json else None,
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from torchport.pipeline import run_pipeline
 
@@ -278,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtimes", default="all", help="all (default) or a comma list of python, openvino, node, browser, cpp"
     )
     conformance.add_argument("--json", help="also write the results as JSON to this file")
+    bench = verb("bench", cmd_bench, "measure PyTorch eager, torch.compile and each ONNX artifact side by side")
+    bench.add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
+    bench.add_argument("--batch-sizes", type=_int_list, default=[1, 64], help="comma-separated (default 1,64)")
+    bench.add_argument("--threads", type=_int_list, default=[1], help="intra-op threads, comma-separated (default 1)")
+    bench.add_argument("--iterations", type=int, default=100, help="most timed calls per contender and cell")
+    bench.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender and cell")
+    bench.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for ~15 s)")
+    bench.add_argument("--json", help="also write the results here (RUN_DIR/bench.json is always written)")
     verb("inspect", cmd_inspect, "print a readable summary of a bundle").add_argument("bundle")
     verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument("name", choices=["manifest"])
     launch = verb("launch", cmd_launch, "write a cluster job (SLURM sbatch script or Kubeflow PyTorchJob) for a config")

@@ -141,6 +141,48 @@ def _variants_section(manifest: Manifest) -> str:
     return f"<h2>Variants</h2>{left_out}{_table(headers, rows)}"
 
 
+def _bench_section(run_dir: Path) -> str:
+    """The ratio table and plot of ``RUN_DIR/bench.json`` (written by `torchport bench`); the plot is re-drawn here."""
+    from torchport.bench.inference import EAGER, read_result
+    from torchport.bench.plots import plot_png
+
+    result = read_result(run_dir / "bench.json")
+
+    def ratio(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"<span class='{'pass' if value >= 1 else 'fail'}'>{value:.2f}×</span>"
+
+    rows = [
+        [
+            str(m.batch),
+            str(m.threads),
+            html.escape(m.contender),
+            f"{m.median_ms:.3f}",
+            f"{m.p99_ms:.3f}",
+            f"{m.throughput:,.0f}",
+            ratio(m.vs_eager),
+            ratio(m.vs_ort_fp32),
+            "ref" if m.contender == EAGER else ("-" if m.max_abs_diff is None else f"{m.max_abs_diff:.1e}"),
+            "-" if m.argmax_agreement is None else f"{m.argmax_agreement:.1%}",
+        ]
+        for m in result.measurements
+    ]
+    headers = ["batch", "threads", "contender", "median ms", "p99 ms", "samples/s", "vs eager", "vs ORT fp32"]
+    headers += ["max |Δ| vs eager", "argmax = eager"]
+    notes = "".join(f"<p class='fail'>{html.escape(note)}</p>" for note in result.notes)
+    image = base64.b64encode(plot_png(result)).decode()
+    threads = ",".join(str(t) for t in result.threads)
+    batches = ",".join(str(b) for b in result.batches)
+    return (
+        f"<h2 id='benchmark'>Inference benchmark</h2><p class='small'>{html.escape(result.machine)}. Ratios &gt; 1 "
+        "are faster than the reference, measured in the same run with the contenders interleaved.</p>"
+        f"{notes}{_table(headers, rows)}<img alt='benchmark plot' src='data:image/png;base64,{image}'>"
+        f"<p class='small'>Reproduce: <code>torchport bench {html.escape(str(run_dir / 'bundle'))} "
+        f"--batch-sizes {batches} --threads {threads}</code></p>"
+    )
+
+
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f3f3f3}.pass{color:#17803d;font-weight:600}.fail{color:#c0392b;font-weight:700}
@@ -167,6 +209,8 @@ def write_report(run_dir: Path) -> Path:
         sections.append(_parity_section(manifest))
         sections.append(_variants_section(manifest))
         sections.append(_manifest_section(manifest))
+    if (run_dir / "bench.json").is_file():
+        sections.append(_bench_section(run_dir))
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>torchport {html.escape(summary['name'])}</title>"
     page += f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
     path = run_dir / "report.html"

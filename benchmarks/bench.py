@@ -1,0 +1,85 @@
+"""`torchport bench` on the ResNet-18-sized image CNN of ``variants.py`` (random weights; speed and agreement only).
+
+Exports it to ONNX, builds the optimised, INT8 (static QDQ, calibrated on random inputs) and FP16 variants with the
+functions `torchport optimize` uses, then measures PyTorch eager, torch.compile and each ONNX model side by side
+with the same code as `torchport bench`, printing the ratio table and writing bench.json and bench.png.
+
+    .venv/bin/python benchmarks/bench.py --out runs/bench-resnet18            # batch 1 and 64, 1 thread
+    .venv/bin/python benchmarks/bench.py --batch-sizes 1 --threads 2 --no-compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from variants import export, resnet18  # the model and exporter of benchmarks/variants.py
+
+from torchport.bench import bench_contenders, bench_table
+from torchport.bench.bundle import write_outputs
+from torchport.bench.contenders import model_contenders
+from torchport.config import ExportConfig
+from torchport.export.optimize import build_variant
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 64])
+    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[1])
+    parser.add_argument("--iterations", type=int, default=50, help="most timed calls per contender and cell")
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per contender and cell")
+    parser.add_argument("--variants", default="optimized,int8,fp16")
+    parser.add_argument("--int8-activations", choices=["uint8", "int8"], default="uint8")
+    parser.add_argument("--per-channel", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-resnet18"), help="where bench.json/png go")
+    args = parser.parse_args(argv)
+    console = Console(width=170)
+    torch.manual_seed(0)
+    model = resnet18()
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.standard_normal((b, 3, 224, 224), dtype=np.float32) for b in args.batch_sizes}
+    settings = ExportConfig(
+        int8_mode="static",
+        per_channel=args.per_channel,
+        int8_activations=args.int8_activations,
+        calibration_method="minmax",
+        calibration_samples=32,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        fp32 = export(model, torch.from_numpy(rng.standard_normal((2, 3, 224, 224), dtype=np.float32)), work / "m.onnx")
+        paths = {"fp32": fp32}
+        calibration = rng.standard_normal((32, 3, 224, 224), dtype=np.float32)
+        for variant in filter(None, args.variants.split(",")):
+            started = time.perf_counter()
+            target = work / f"m.{variant}.onnx"
+            build_variant(variant, fp32, target, settings, calibration, "input")
+            console.log(f"built {variant} in {time.perf_counter() - started:.1f} s")
+            paths[variant] = target
+        result = bench_contenders(
+            "ResNet-18 3x224x224 (random weights)",
+            model_contenders(model, paths, compile=not args.no_compile),
+            inputs,
+            args.threads,
+            iterations=args.iterations,
+            budget_s=args.budget,
+            warmup=1,
+            progress=console.log,
+        )
+    console.print(bench_table(result))
+    for note in result.notes:
+        console.print(f"note: {note}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    console.print("wrote " + ", ".join(str(p) for p in write_outputs(result, args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Measure contenders side by side: median and p99 latency, throughput, ratios and the error against eager.
+
+A contender is a name and a ``prepare(threads, batch_input)`` that returns a zero-argument call; preparing does the
+work that must stay outside the timing (making an ONNX Runtime session, compiling with torch.compile). The timed
+calls are interleaved in rounds (every contender runs a block, then the next), so drift in the machine's load hits
+all contenders alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Call = Callable[[], np.ndarray]
+EAGER = "pytorch eager"
+ORT_FP32 = "ort fp32"
+
+
+@dataclass
+class Contender:
+    name: str
+    runtime: str
+    prepare: Callable[[int, np.ndarray], Call]
+    artifact: str | None = None
+
+
+@dataclass
+class Measurement:
+    contender: str
+    runtime: str
+    artifact: str | None
+    batch: int
+    threads: int
+    median_ms: float
+    p99_ms: float
+    throughput: float = field(metadata={"unit": "samples/s at the median latency"})
+    iterations: int
+    prepare_s: float = field(metadata={"unit": "seconds to build the session or compile, outside the timing"})
+    max_abs_diff: float | None = None  # first output against eager's on the same input
+    argmax_agreement: float | None = None  # classifiers (2-D first output): share of rows whose argmax matches eager
+    vs_eager: float | None = None  # eager median / this median: > 1 is faster than eager
+    vs_ort_fp32: float | None = None
+
+
+@dataclass
+class BenchResult:
+    subject: str
+    machine: str
+    batches: list[int]
+    threads: list[int]
+    measurements: list[Measurement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.to_json())
+        return path
+
+    def contenders(self) -> list[str]:
+        return list(dict.fromkeys(m.contender for m in self.measurements))
+
+
+def read_result(path: Path) -> BenchResult:
+    raw: dict[str, Any] = json.loads(path.read_text())
+    measurements = [Measurement(**m) for m in raw.pop("measurements", [])]
+    return BenchResult(**raw, measurements=measurements)
+
+
+def machine_description() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    versions = []
+    for package in ("torch", "onnxruntime"):
+        try:
+            module = __import__(package)
+            versions.append(f"{package} {module.__version__}")
+        except ImportError:
+            pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{model}, {os.cpu_count()} CPUs; {', '.join(versions)}; load average {load:.1f} at start"
+
+
+def iterations_for(seconds_per_call: float, budget_s: float, least: int, most: int) -> int:
+    return int(max(least, min(most, budget_s / max(seconds_per_call, 1e-6))))
+
+
+def _first_output(value: Any) -> np.ndarray:
+    """The first output of a call as float64 NumPy: a tensor, an array, or a tuple/list of them."""
+    if isinstance(value, (tuple, list)):
+        value = value[0]
+    if hasattr(value, "detach"):
+        value = value.detach().float().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _interleaved(calls: dict[str, Call], iterations: int, rounds: int) -> dict[str, np.ndarray]:
+    """Seconds per call for each contender: ``rounds`` rounds, each running every contender for a block."""
+    block = max(1, math.ceil(iterations / rounds))
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(block):
+                started = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - started)
+    return {name: np.asarray(values) for name, values in times.items()}
+
+
+def _ratio(reference: float | None, value: float) -> float | None:
+    return round(reference / value, 3) if reference and value > 0 else None
+
+
+def bench_contenders(
+    subject: str,
+    contenders: Sequence[Contender],
+    inputs: dict[int, np.ndarray],
+    threads: Sequence[int] = (1,),
+    iterations: int = 100,
+    budget_s: float = 2.0,
+    least: int = 5,
+    warmup: int = 3,
+    rounds: int = 5,
+    progress: Callable[[str], None] = lambda _: None,
+) -> BenchResult:
+    """Measure every contender at every (threads, batch) on the same ``inputs[batch]``.
+
+    ``iterations`` is the most timed calls per contender and cell; fewer when ``budget_s`` seconds would be exceeded,
+    judged from the slowest contender's warm-up (never fewer than ``least``). A contender whose prepare or warm-up
+    raises is left out of that cell with a one-line note. The first contender is the reference for ``max_abs_diff``
+    and ``vs_eager``.
+    """
+    import torch
+
+    result = BenchResult(subject, machine_description(), sorted(inputs), list(threads))
+    torch_threads = torch.get_num_threads()
+    try:
+        for count in threads:
+            torch.set_num_threads(count)
+            for batch, array in sorted(inputs.items()):
+                result.measurements += _bench_cell(
+                    contenders, count, batch, array, result.notes, iterations, budget_s, least, warmup, rounds, progress
+                )
+    finally:
+        torch.set_num_threads(torch_threads)
+    return result
+
+
+def _bench_cell(
+    contenders: Sequence[Contender],
+    threads: int,
+    batch: int,
+    array: np.ndarray,
+    notes: list[str],
+    iterations: int,
+    budget_s: float,
+    least: int,
+    warmup: int,
+    rounds: int,
+    progress: Callable[[str], None],
+) -> list[Measurement]:
+    calls: dict[str, Call] = {}
+    outputs: dict[str, np.ndarray] = {}
+    prepare_s: dict[str, float] = {}
+    slowest = 0.0
+    for contender in contenders:
+        progress(f"batch {batch}, {threads} thread(s): preparing {contender.name}")
+        started = time.perf_counter()
+        try:
+            call = contender.prepare(threads, array)
+            outputs[contender.name] = _first_output(call())  # the first call compiles / allocates: not timed
+            prepare_s[contender.name] = time.perf_counter() - started
+            begun = time.perf_counter()
+            for _ in range(warmup):
+                call()
+            slowest = max(slowest, (time.perf_counter() - begun) / max(warmup, 1))
+        except Exception as exc:  # one contender failing (e.g. torch.compile without a compiler) is a note, not a stop
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            where = f"batch {batch}, {threads} thread(s)"
+            notes.append(f"{contender.name} failed at {where}: {type(exc).__name__}: {message}")
+            continue
+        calls[contender.name] = call
+    count = iterations_for(slowest, budget_s, least, iterations)
+    progress(f"batch {batch}, {threads} thread(s): timing {len(calls)} contender(s) x {count} calls")
+    times = _interleaved(calls, count, rounds)
+    reference = contenders[0].name
+    rows = []
+    for contender in contenders:
+        if contender.name not in times:
+            continue
+        seconds = times[contender.name]
+        median = float(np.median(seconds))
+        diff = agreement = None
+        mine, theirs = outputs[contender.name], outputs.get(reference)
+        if theirs is not None and theirs.shape == mine.shape and mine.size:
+            diff = float(np.max(np.abs(mine - theirs)))
+            if mine.ndim == 2 and mine.shape[1] > 1:
+                agreement = float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1)))
+        rows.append(
+            Measurement(
+                contender=contender.name,
+                runtime=contender.runtime,
+                artifact=contender.artifact,
+                batch=batch,
+                threads=threads,
+                median_ms=round(median * 1e3, 4),
+                p99_ms=round(float(np.percentile(seconds, 99)) * 1e3, 4),
+                throughput=round(batch / median, 1),
+                iterations=int(seconds.size),
+                prepare_s=round(prepare_s[contender.name], 3),
+                max_abs_diff=diff,
+                argmax_agreement=agreement,
+            )
+        )
+    eager = next((r.median_ms for r in rows if r.contender == reference), None)
+    fp32 = next((r.median_ms for r in rows if r.contender == ORT_FP32), None)
+    for row in rows:
+        row.vs_eager = _ratio(eager, row.median_ms)
+        row.vs_ort_fp32 = _ratio(fp32, row.median_ms)
+    return rows

@@ -1,0 +1,95 @@
+"""`torchport bench`: contenders measured side by side, ratios to eager and ORT fp32, errors against eager."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, read_result
+from torchport.bench.bundle import bundle_onnx
+from torchport.bench.inference import EAGER, ORT_FP32
+from torchport.bench.plots import plot_png
+from torchport.bundle.manifest import read_bundle
+from torchport.errors import UsageError
+
+
+def _contender(name: str, scale: float = 1.0, fail: bool = False) -> Contender:
+    def prepare(threads: int, array: np.ndarray):  # type: ignore[no-untyped-def]
+        if fail:
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return lambda: (array * scale, None)
+
+    return Contender(name, "fake", prepare)
+
+
+def test_bench_contenders_reports_ratios_errors_and_agreement() -> None:
+    inputs = {1: np.array([[0.0, 1.0, 2.0]], dtype=np.float32), 4: np.eye(4, 3, dtype=np.float32)}
+    contenders = [_contender(EAGER), _contender(ORT_FP32, 1.0), _contender("flipped", -1.0)]
+    result = bench_contenders("fake", contenders, inputs, threads=[1], iterations=7, least=3, rounds=2)
+    assert result.batches == [1, 4] and result.threads == [1]
+    assert [(m.batch, m.contender) for m in result.measurements] == [
+        (b, n) for b in (1, 4) for n in (EAGER, ORT_FP32, "flipped")
+    ]
+    by = {(m.batch, m.contender): m for m in result.measurements}
+    eager = by[1, EAGER]
+    assert eager.vs_eager == 1.0 and eager.max_abs_diff == 0.0 and eager.argmax_agreement == 1.0
+    assert eager.iterations == 8  # 7 asked, rounded up to 2 rounds of 4
+    assert by[1, ORT_FP32].vs_ort_fp32 == 1.0
+    assert by[1, "flipped"].max_abs_diff == 4.0  # |-2 - 2|
+    assert by[1, "flipped"].argmax_agreement == 0.0
+    assert all(m.median_ms > 0 and m.p99_ms >= m.median_ms and m.throughput > 0 for m in result.measurements)
+
+
+def test_a_failing_contender_is_one_line_and_the_rest_are_measured() -> None:
+    contenders = [_contender(EAGER), _contender("torch.compile", fail=True), _contender(ORT_FP32)]
+    result = bench_contenders("fake", contenders, {1: np.ones((1, 2), np.float32)}, iterations=3, least=1, rounds=1)
+    assert [m.contender for m in result.measurements] == [EAGER, ORT_FP32]
+    assert result.notes == ["torch.compile failed at batch 1, 1 thread(s): RuntimeError: no C++ compiler"]
+
+
+def _result() -> BenchResult:
+    rows = [
+        Measurement(name, "fake", None, batch, 1, ms * batch, ms * batch * 1.5, 1000 / ms, 5, 0.0, 0.0, None, 1.0)
+        for batch in (1, 64)
+        for name, ms in ((EAGER, 2.0), (ORT_FP32, 0.5), ("ort int8", 0.25))
+    ]
+    return BenchResult("fake", "a machine", [1, 64], [1], rows, ["torch.compile failed: nothing"])
+
+
+def test_result_round_trips_through_json_and_plots(tmp_path: Path) -> None:
+    result = _result()
+    path = result.write(tmp_path / "bench.json")
+    assert read_result(path) == result
+    assert json.loads(path.read_text())["measurements"][0]["contender"] == EAGER
+    png = plot_png(result)
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_bench_needs_the_run_directory(digits_run: Path, tmp_path: Path) -> None:
+    alone = tmp_path / "bundle"
+    (digits_run / "bundle").rename(alone)
+    with pytest.raises(UsageError, match="run directory"):
+        bench_stage(alone, Console(quiet=True))
+
+
+def test_bench_stage_on_the_digits_bundle(digits_run: Path, tmp_path: Path) -> None:
+    console = Console(record=True, width=200)
+    out = tmp_path / "copy.json"
+    result = bench_stage(
+        digits_run / "bundle", console, batches=(1, 8), iterations=5, budget_s=0.2, compile=False, json_path=out
+    )
+    text = console.export_text()
+    assert "vs ORT fp32" in text and "ort fp32" in text
+    assert read_result(digits_run / "bench.json") == result == read_result(out)
+    assert (digits_run / "bench.png").read_bytes().startswith(b"\x89PNG")
+    assert set(bundle_onnx(read_bundle(digits_run / "bundle"))) == {"fp32"}
+    by = {(m.batch, m.contender): m for m in result.measurements}
+    assert set(by) == {(b, c) for b in (1, 8) for c in (EAGER, ORT_FP32)}
+    for batch in (1, 8):
+        fp32 = by[batch, ORT_FP32]
+        assert fp32.max_abs_diff is not None and fp32.max_abs_diff < 1e-4  # same answers, not only faster
+        assert fp32.argmax_agreement == 1.0 and fp32.vs_ort_fp32 == 1.0 and fp32.vs_eager is not None
