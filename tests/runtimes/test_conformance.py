@@ -15,6 +15,7 @@ from tests.runtimes.conftest import IN_CI
 
 from torchport.bundle.manifest import OutputParity, read_bundle, sha256_file
 from torchport.errors import UsageError
+from torchport.report.html import _conformance_section
 from torchport.runtimes.base import Runtime, RuntimeMissing
 from torchport.runtimes.conformance import choose, registry, run_conformance, table
 
@@ -46,6 +47,8 @@ def test_all_runtimes_pass_on_digits_and_land_in_manifest(aoti_digits: Path, tmp
     for name in statuses:
         if statuses[name] == "passed":
             assert (bundle / "runners" / name / "README.md").is_file()
+    section = _conformance_section(read_bundle(bundle).manifest)  # what report.html shows
+    assert "<h2>Conformance</h2>" in section and all(f"<td>{name}</td>" in section for name in statuses)
 
 
 @pytest.mark.slow

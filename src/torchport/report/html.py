@@ -111,6 +111,33 @@ def _manifest_section(manifest: Manifest) -> str:
     )
 
 
+def _conformance_section(manifest: Manifest) -> str:
+    """Each runtime's run of the golden inputs (`torchport conformance`), as recorded in the manifest."""
+    if not manifest.conformance:
+        return ""
+    rows = []
+    for result in manifest.conformance:
+        worst = max((o.max_abs for o in result.outputs.values()), default=0.0)
+        batch1 = [lat for lat in result.latency if lat.batch == 1]
+        verdict = (
+            '<span class="pass">pass</span>'
+            if result.status == "passed"
+            else f'<span class="fail">{result.status}</span>'
+        )
+        rows.append(
+            [
+                html.escape(result.runtime),
+                html.escape(f"{result.engine} {result.version}".strip()),
+                html.escape(result.artifact),
+                f"{worst:.2e}",
+                f"{batch1[0].median_ms:.3f} ms" if batch1 else "-",
+                verdict + (f" {html.escape(result.reason)}" if result.reason else ""),
+            ]
+        )
+    headers = ["runtime", "engine", "artifact", "max abs vs golden", "latency, batch 1", ""]
+    return f"<h2>Conformance</h2>{_table(headers, rows)}"
+
+
 def _variants_section(manifest: Manifest) -> str:
     """Size, accuracy against fp32 and batch-1 latency of every artifact, and why a variant was left out."""
     if not manifest.variants:
@@ -208,6 +235,7 @@ def write_report(run_dir: Path) -> Path:
         manifest = read_bundle(run_dir / "bundle").manifest
         sections.append(_parity_section(manifest))
         sections.append(_variants_section(manifest))
+        sections.append(_conformance_section(manifest))
         sections.append(_manifest_section(manifest))
     if (run_dir / "bench.json").is_file():
         sections.append(_bench_section(run_dir))
