@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -84,7 +85,7 @@ def export_stage(run_dir: Path, console: Console) -> Bundle:
     golden = write_golden(bundle_dir, run, data.val.x[: run.config.export.golden_samples])
     task = make_task(run.config.train, data)
     metrics: dict[str, float | None] = {
-        f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, _cpu()).items()
+        f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, torch.device("cpu")).items()
     }
     bundle = write_manifest(bundle_dir, run, artifacts, golden, metrics)
     install_runners(bundle_dir)
@@ -99,12 +100,6 @@ def install_runners(bundle_dir: Path) -> None:
 
     for runtime in registry().values():
         install_files(runtime, bundle_dir)
-
-
-def _cpu():  # type: ignore[no-untyped-def]
-    import torch
-
-    return torch.device("cpu")
 
 
 # --- verify --------------------------------------------------------------------------------------------------

@@ -11,12 +11,44 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from torchport.train.checkpoint import load_checkpoint
 
 TORCHPORT = [sys.executable, "-m", "torchport.cli"]
+
+
+def dropout_cnn_config(name: str, batch_size: int) -> dict[str, Any]:
+    """A small digits CNN with dropout, checkpointing every 5 steps: the subject of the exact-resume tests.
+
+    Dropout makes the weights depend on the RNG stream too; a small batch gives enough steps an epoch that a kill
+    right after the first checkpoint lands well inside the first epoch.
+    """
+    return {
+        "name": name,
+        "seed": 3,
+        "data": {"source": "digits", "batch_size": batch_size},
+        "model": {
+            "layers": [
+                {"conv2d": {"out_channels": 8, "kernel_size": 3, "padding": 1}},
+                "relu",
+                "flatten",
+                {"dropout": {"p": 0.2}},
+                {"linear": {"out_features": 32}},
+                "relu",
+                {"linear": {"out_features": "classes"}},
+            ]
+        },
+        "train": {
+            "epochs": 2,
+            "optimizer": {"name": "AdamW", "lr": 0.003},
+            "scheduler": {"name": "CosineAnnealingLR", "interval": "step"},
+            "checkpoint_every_steps": 5,
+            "threads": 1,
+        },
+    }
 
 
 def free_port() -> int:

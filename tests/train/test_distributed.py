@@ -20,7 +20,7 @@ import yaml
 
 from torchport.train.checkpoint import load_checkpoint
 
-from .procs import cleanup, free_port, start, wait_ok, weights, worker_with_rank
+from .procs import cleanup, dropout_cnn_config, free_port, start, wait_ok, weights, worker_with_rank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,31 +40,8 @@ MLP = {
     },
 }
 
-# Dropout makes the result depend on every rank's RNG stream as well; batch 4 gives 180 steps per rank and
-# epoch, so a kill right after the first checkpoint lands well inside the first epoch.
-ELASTIC = {
-    "name": "elastic",
-    "seed": 3,
-    "data": {"source": "digits", "batch_size": 4},
-    "model": {
-        "layers": [
-            {"conv2d": {"out_channels": 8, "kernel_size": 3, "padding": 1}},
-            "relu",
-            "flatten",
-            {"dropout": {"p": 0.2}},
-            {"linear": {"out_features": 32}},
-            "relu",
-            {"linear": {"out_features": "classes"}},
-        ]
-    },
-    "train": {
-        "epochs": 2,
-        "optimizer": {"name": "AdamW", "lr": 0.003},
-        "scheduler": {"name": "CosineAnnealingLR", "interval": "step"},
-        "checkpoint_every_steps": 5,
-        "threads": 1,
-    },
-}
+# Batch 4 per rank: 180 steps per rank and epoch.
+ELASTIC = dropout_cnn_config("elastic", batch_size=4)
 
 
 def _write(tmp_path: Path, config: dict[str, Any], batch_size: int | None = None) -> Path:

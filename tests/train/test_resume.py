@@ -15,31 +15,10 @@ import yaml
 
 from torchport.train.checkpoint import load_checkpoint
 
-# Dropout makes the run depend on the RNG stream too; batch 8 gives ~180 steps an epoch, so a kill right after
-# the first checkpoint lands well inside the first epoch.
-CONFIG = {
-    "name": "resume",
-    "seed": 3,
-    "data": {"source": "digits", "batch_size": 8},
-    "model": {
-        "layers": [
-            {"conv2d": {"out_channels": 8, "kernel_size": 3, "padding": 1}},
-            "relu",
-            "flatten",
-            {"dropout": {"p": 0.2}},
-            {"linear": {"out_features": 32}},
-            "relu",
-            {"linear": {"out_features": "classes"}},
-        ]
-    },
-    "train": {
-        "epochs": 2,
-        "optimizer": {"name": "AdamW", "lr": 0.003},
-        "scheduler": {"name": "CosineAnnealingLR", "interval": "step"},
-        "checkpoint_every_steps": 5,
-        "threads": 1,
-    },
-}
+from .procs import dropout_cnn_config
+
+# Batch 8: about 180 steps an epoch.
+CONFIG = dropout_cnn_config("resume", batch_size=8)
 
 
 def _train(config: Path, run_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -84,7 +63,8 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_exact(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_refuses_a_corrupted_checkpoint_and_falls_back(tmp_path: Path) -> None:
     config = tmp_path / "resume.yaml"
-    small = {**CONFIG, "train": {**CONFIG["train"], "epochs": 1}}  # type: ignore[dict-item]
+    small = dropout_cnn_config("resume", batch_size=8)
+    small["train"]["epochs"] = 1
     config.write_text(yaml.safe_dump(small))
     run_dir = tmp_path / "run"
     assert _train(config, run_dir).wait(timeout=300) == 0
