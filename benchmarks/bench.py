@@ -1,11 +1,12 @@
 """`torchport bench` on the ResNet-18-sized image CNN of ``variants.py`` (random weights; speed and agreement only).
 
 Exports it to ONNX, builds the optimised, INT8 (static QDQ, calibrated on random inputs) and FP16 variants with the
-functions `torchport optimize` uses, then measures PyTorch eager, torch.compile and each ONNX model side by side
-with the same code as `torchport bench`, printing the ratio table and writing bench.json and bench.png.
+functions `torchport optimize` uses, then measures PyTorch eager, torch.compile, each ONNX model in ONNX Runtime and
+the fp32 model in OpenVINO side by side with the same code as `torchport bench`, printing the ratio table (with
+GFLOP/s and the fraction of this machine's peak) and writing bench.json, bench_latency.png and bench_throughput.png.
 
-    .venv/bin/python benchmarks/bench.py --out runs/bench-resnet18            # batch 1 and 64, 1 thread
-    .venv/bin/python benchmarks/bench.py --batch-sizes 1 --threads 2 --no-compile
+    .venv/bin/python benchmarks/bench.py --out runs/bench-resnet18     # batch 1, 8, 64; 1 thread and all cores
+    .venv/bin/python benchmarks/bench.py --batch-sizes 1 --threads 1 --no-compile
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from rich.console import Console
 from variants import export, resnet18  # the model and exporter of benchmarks/variants.py
 
 from torchport.bench import bench_contenders, bench_table
-from torchport.bench.bundle import write_outputs
+from torchport.bench.bundle import resolve_threads, write_outputs
 from torchport.bench.contenders import model_contenders
+from torchport.bench.peak import count_flops
 from torchport.config import ExportConfig
 from torchport.export.optimize import build_variant
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 64])
-    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[1])
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 64])
+    parser.add_argument("--threads", type=lambda s: s.split(","), default=["1", "all"], help="e.g. 1,all")
     parser.add_argument("--iterations", type=int, default=50, help="most timed calls per contender and cell")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per contender and cell")
     parser.add_argument("--variants", default="optimized,int8,fp16")
@@ -67,11 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             "ResNet-18 3x224x224 (random weights)",
             model_contenders(model, paths, compile=not args.no_compile),
             inputs,
-            args.threads,
+            resolve_threads([t if t == "all" else int(t) for t in args.threads]),
             iterations=args.iterations,
             budget_s=args.budget,
             warmup=1,
             progress=console.log,
+            flop_counter=lambda array: count_flops(model, array),
         )
     console.print(bench_table(result))
     for note in result.notes:

@@ -132,6 +132,9 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
     ("pattern", _with(name="a b"), r"^name: string should match pattern"),
     ("empty layers", {"model": {"layers": []}}, r"^model\.layers: list should have at least 1 item"),
     ("batch sizes", _with(verify__batch_sizes=[1, 0]), r"^verify\.batch_sizes: .*every batch size must be at least 1"),
+    ("bench threads", _with(bench__threads=[1, 0]), r"^bench\.threads: .*thread counts must be at least 1"),
+    ("bench threads word", _with(bench__threads=["many"]), r"^bench\.threads\[0\]"),
+    ("bench budget", _with(bench__budget_seconds=-1), r"^bench\.budget_seconds: input should be greater than or equal"),
     (
         "unknown block",
         _with(**{"model__layers[1]": "rleu"}),

@@ -27,7 +27,7 @@ def test_default_run_makes_a_verified_bundle_that_classifies_raw_digits(tmp_path
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = tmp_path / "run"
-    for stage in ("train", "export", "verify", "report"):
+    for stage in ("train", "export", "verify", "optimize", "bench", "report"):
         assert f"time {stage}" in result.stdout
     manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
     assert all(v["passed"] for v in manifest["verification"])
@@ -35,6 +35,13 @@ def test_default_run_makes_a_verified_bundle_that_classifies_raw_digits(tmp_path
     report = (run_dir / "report.html").read_text()
     assert "data:image/png;base64," in report and "Parity" in report and "Variants" in report
     assert {a["precision"] for a in manifest["artifacts"]} >= {"fp32", "int8", "fp16"}
+    # The short benchmark at the end: every default cell, torch.compile among the contenders, GFLOP/s filled in.
+    bench = json.loads((run_dir / "bench.json").read_text())
+    assert bench["batches"] == [1, 8, 64] and bench["threads"][0] == 1
+    contenders = {m["contender"] for m in bench["measurements"]}
+    assert {"pytorch eager", "torch.compile", "ort fp32", "ort int8", "openvino fp32"} <= contenders, contenders
+    assert all(m["gflops"] > 0 for m in bench["measurements"])
+    assert "Inference benchmark" in report and "GFLOP/s per core" in result.stdout
 
     # A plain ONNX Runtime session, raw sklearn images in (no preprocessing): the graph normalises itself.
     digits = load_digits()

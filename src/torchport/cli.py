@@ -234,14 +234,30 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _threads_list(text: str) -> list[int | str]:
+    """`1,all` -> [1, "all"] for bench --threads: "all" is every CPU this process may use."""
+    values: list[int | str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part == "all":
+            values.append(part)
+        elif part.isdigit() and int(part) >= 1:
+            values.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"expected positive integers or 'all' like 1,all, got '{text}'")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positive integers or 'all' like 1,all, got '{text}'")
+    return values
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from torchport.bench import bench_stage
+    from torchport.bench.bundle import resolve_threads
 
     bench_stage(
         Path(args.bundle),
         console=_console(),
         batches=args.batch_sizes,
-        threads=args.threads,
+        threads=resolve_threads(args.threads),
         iterations=args.iterations,
         budget_s=args.budget,
         compile=not args.no_compile,
@@ -307,8 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument("--json", help="also write the results as JSON to this file")
     bench = verb("bench", cmd_bench, "measure PyTorch eager, torch.compile and each ONNX artifact side by side")
     bench.add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
-    bench.add_argument("--batch-sizes", type=_int_list, default=[1, 64], help="comma-separated (default 1,64)")
-    bench.add_argument("--threads", type=_int_list, default=[1], help="intra-op threads, comma-separated (default 1)")
+    bench.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 64], help="comma-separated (default 1,8,64)")
+    bench.add_argument(
+        "--threads", type=_threads_list, default=[1, "all"], help="intra-op threads; 'all' = every CPU (default 1,all)"
+    )
     bench.add_argument("--iterations", type=int, default=100, help="most timed calls per contender and cell")
     bench.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender and cell")
     bench.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for ~15 s)")

@@ -156,6 +156,33 @@ class VerifyConfig(StrictModel):
         return sizes
 
 
+def _all_threads() -> list[int | Literal["all"]]:
+    return [1, "all"]
+
+
+class BenchConfig(StrictModel):
+    """What `torchport run` measures at its end (`torchport bench` takes the same as options)."""
+
+    budget_seconds: float = Field(20.0, ge=0.0, description="timed calls in all, shared out; 0 skips the benchmark")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64], min_length=1)
+    threads: list[int | Literal["all"]] = Field(default_factory=_all_threads, min_length=1)
+    compile: bool = Field(True, description="include torch.compile: about 10 s of compiling per batch size")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(size < 1 for size in sizes):
+            raise ValueError("every batch size must be at least 1")
+        return sizes
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, threads: list[int | str]) -> list[int | str]:
+        if any(isinstance(count, int) and count < 1 for count in threads):
+            raise ValueError("thread counts must be at least 1 (or 'all')")
+        return threads
+
+
 class Config(StrictModel):
     name: str = Field("model", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -166,10 +193,11 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
 
     def hash(self) -> str:
-        """A short, stable fingerprint of everything that shapes the trained weights and exports."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short, stable fingerprint of everything that shapes the trained weights and exports (not the bench)."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"bench"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -24,7 +24,7 @@ from torchport.bundle.build import (
     write_manifest,
 )
 from torchport.bundle.manifest import Artifact, ArtifactVerification, Bundle, read_bundle
-from torchport.config import Config
+from torchport.config import BenchConfig, Config
 from torchport.data import load_data
 from torchport.errors import ConfigError, UsageError
 from torchport.export.deployable import TrainedRun, load_trained_run
@@ -320,6 +320,21 @@ def optimize_stage(bundle_dir: Path, console: Console) -> bool:
 # --- run -----------------------------------------------------------------------------------------------------
 
 
+def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console) -> None:
+    """The short benchmark at the end of `torchport run`: ``bench.budget_seconds`` of timed calls in all."""
+    from torchport.bench import bench_stage
+    from torchport.bench.bundle import resolve_threads
+
+    bench_stage(
+        run_dir / "bundle",
+        console,
+        batches=settings.batch_sizes,
+        threads=resolve_threads(settings.threads),
+        compile=settings.compile,
+        total_budget_s=settings.budget_seconds,
+    )
+
+
 def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool:
     """train -> export -> verify -> bundle -> report, with a closing summary table."""
     from torchport.report.html import write_report
@@ -346,6 +361,10 @@ def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool
         timed("optimize", start)
     elif config.export.variants:
         console.print("[yellow]skipped optimize:[/] model.onnx failed verification, so no variant is made from it")
+    if config.bench.budget_seconds > 0:
+        start = time.perf_counter()
+        bench_run_stage(run_dir, config.bench, console)
+        timed("bench", start)
     start = time.perf_counter()
     report = write_report(run_dir)
     timed("report", start)

@@ -10,10 +10,12 @@ import pytest
 from rich.console import Console
 
 from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, read_result
-from torchport.bench.bundle import bundle_onnx
+from torchport.bench.bundle import bundle_onnx, resolve_threads
 from torchport.bench.inference import EAGER, ORT_FP32
-from torchport.bench.plots import plot_png
+from torchport.bench.peak import count_flops, estimate_peak
+from torchport.bench.plots import latency_png, throughput_png
 from torchport.bundle.manifest import read_bundle
+from torchport.cli import main
 from torchport.errors import UsageError
 
 
@@ -65,8 +67,8 @@ def test_result_round_trips_through_json_and_plots(tmp_path: Path) -> None:
     path = result.write(tmp_path / "bench.json")
     assert read_result(path) == result
     assert json.loads(path.read_text())["measurements"][0]["contender"] == EAGER
-    png = plot_png(result)
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    for png in (latency_png(result), throughput_png(result)):
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_bench_needs_the_run_directory(digits_run: Path, tmp_path: Path) -> None:
@@ -85,11 +87,61 @@ def test_bench_stage_on_the_digits_bundle(digits_run: Path, tmp_path: Path) -> N
     text = console.export_text()
     assert "vs ORT fp32" in text and "ort fp32" in text
     assert read_result(digits_run / "bench.json") == result == read_result(out)
-    assert (digits_run / "bench.png").read_bytes().startswith(b"\x89PNG")
+    for plot in ("bench_latency.png", "bench_throughput.png"):
+        assert (digits_run / plot).read_bytes().startswith(b"\x89PNG")
     assert set(bundle_onnx(read_bundle(digits_run / "bundle"))) == {"fp32"}
     by = {(m.batch, m.contender): m for m in result.measurements}
-    assert set(by) == {(b, c) for b in (1, 8) for c in (EAGER, ORT_FP32)}
+    openvino = "openvino fp32"
+    assert set(by) == {(b, c) for b in (1, 8) for c in (EAGER, ORT_FP32, openvino)}  # this bundle has no .pt2
     for batch in (1, 8):
+        for name in (ORT_FP32, openvino):  # same answers, not only faster
+            row = by[batch, name]
+            assert row.max_abs_diff is not None and row.max_abs_diff < 1e-4 and row.argmax_agreement == 1.0, row
         fp32 = by[batch, ORT_FP32]
-        assert fp32.max_abs_diff is not None and fp32.max_abs_diff < 1e-4  # same answers, not only faster
-        assert fp32.argmax_agreement == 1.0 and fp32.vs_ort_fp32 == 1.0 and fp32.vs_eager is not None
+        assert fp32.vs_ort_fp32 == 1.0 and fp32.vs_eager is not None
+    # FLOPs from torch.utils.flop_counter scale with the batch; GFLOP/s and the fraction of peak follow from them
+    assert result.flops[8] == 8 * result.flops[1] > 0
+    assert result.peak is not None and "GFLOP/s per core" in result.peak["derivation"]
+    eager = by[1, EAGER]
+    assert eager.gflops == pytest.approx(result.flops[1] / eager.median_ms / 1e6, rel=0.01, abs=0.01)
+    assert eager.peak_fraction == pytest.approx(eager.gflops / result.peak["per_core_gflops"], rel=0.01, abs=1e-3)
+    assert "MFLOP per sample" in text and "of peak" in text
+
+
+AVX512_CPUINFO = """processor\t: 0
+model name\t: Some Xeon
+cpu MHz\t\t: 2000.000
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw
+"""
+
+
+def test_peak_is_derived_from_vector_width_fma_units_and_clock(tmp_path: Path) -> None:
+    peak = estimate_peak(AVX512_CPUINFO, cpufreq=tmp_path / "absent")
+    assert (peak.vector, peak.lanes, peak.fma_units, peak.clock_ghz) == ("avx512f", 16, 2, 2.0)
+    assert peak.per_core_gflops == 16 * 2 * 2 * 2.0
+    assert peak.gflops(10_000) == peak.per_core_gflops * peak.cores  # never more cores than the process may use
+    (tmp_path / "max").write_text("3500000\n")  # kHz, as cpufreq writes it
+    boosted = estimate_peak(AVX512_CPUINFO.replace("avx512f ", ""), cpufreq=tmp_path / "max")
+    assert (boosted.lanes, boosted.clock_ghz, boosted.clock_source) == (8, 3.5, "cpufreq maximum")
+    assert "8 lanes (avx2) × 2 FMA units (assumed) × 2 FLOP per FMA × 3.50 GHz" in boosted.derivation()
+
+
+def test_flops_are_counted_for_linear_and_conv_layers() -> None:
+    import torch
+
+    linear = torch.nn.Linear(64, 10)
+    assert count_flops(linear, np.zeros((4, 64), np.float32)) == 2 * 4 * 64 * 10
+    conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+    assert count_flops(conv, np.zeros((2, 1, 8, 8), np.float32)) == 2 * 2 * 8 * 8 * 8 * 9
+
+
+def test_all_threads_is_every_cpu_and_duplicates_go() -> None:
+    cores = estimate_peak().cores
+    assert resolve_threads([1, "all"]) == list(dict.fromkeys([1, cores]))
+    assert resolve_threads(["all", 2, 2]) == list(dict.fromkeys([cores, 2]))
+
+
+def test_bench_threads_option_rejects_nonsense(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "somewhere", "--threads", "1,many"])
+    assert exit_info.value.code == 2 and "1,all" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from torchport.bench import bench_stage
 from torchport.config import load_config
 from torchport.pipeline import optimize_stage
 from torchport.report.html import write_report
+from torchport.runtimes.conformance import conformance_command
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -26,8 +27,11 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-SECTIONS = ["Training", "Parity", "Variants", "Bundle", "Inference benchmark"]
-IMAGES = ["training curves", "benchmark plot"]
+SECTIONS = ["Training", "Parity", "Variants", "Conformance", "Bundle", "Inference benchmark"]
+IMAGES = ["training curves", "parity error per artifact and runtime", "latency by batch size", "throughput"]
+# Every figure and table says how to remake it: the whole run, training, parity, variants, conformance, benchmark.
+REPRODUCE = ["torchport run ", "torchport train ", "torchport verify ", "torchport optimize ", "torchport conformance "]
+REPRODUCE += ["torchport bench "]
 # Written into the DOM after load: each image's alt text, whether it finished loading and its decoded size.
 PROBE = """<script>window.addEventListener('load', function () {
   var found = Array.from(document.images).map(function (i) {
@@ -75,6 +79,8 @@ def _bench_json(run_dir: Path) -> None:
 def check_page(page: str) -> None:
     for section in SECTIONS:
         assert re.search(rf"<h2[^>]*>{section}</h2>", page), section
+    for command in REPRODUCE:
+        assert f"<code>{command}" in page, command
     for alt in IMAGES:
         assert re.search(rf"<img alt='{alt}' src='data:image/png;base64,[A-Za-z0-9+/=]{{1000,}}'>", page), alt
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE), "external request"
@@ -84,10 +90,11 @@ def check_page(page: str) -> None:
 def test_report_has_a_benchmark_section_when_bench_json_exists(digits_run: Path) -> None:
     page = write_report(digits_run).read_text()
     assert "Inference benchmark" not in page
+    images = page.count("<img ")
     _bench_json(digits_run)
     page = write_report(digits_run).read_text()
     assert "torch.compile failed: &lt;no compiler&gt;" in page and "2.00×" in page
-    assert page.count("<img ") == 2 and "benchmark plot" in page and "torchport bench " in page
+    assert page.count("<img ") == images + 2 and "latency by batch size" in page and "torchport bench " in page
 
 
 def test_missing_chromium_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,10 +113,13 @@ def test_report_renders_in_headless_chromium(digits_run: Path, tmp_path: Path) -
     config_path = digits_run / "config.yaml"  # variants measured briefly: bench is what this test looks at
     config_path.write_text(load_config(config_path, ["export.latency_iterations=2"]).to_yaml())
     assert optimize_stage(digits_run / "bundle", Console(quiet=True))
+    assert conformance_command(digits_run / "bundle", "python", None) == 0
     bench_stage(digits_run / "bundle", Console(quiet=True), batches=(1, 8), iterations=3, budget_s=0.1, compile=False)
     page = write_report(digits_run).read_text()
     check_page(page)
     assert all(f"ort {v}" in page for v in ("int8", "fp16", "optimized"))
+    assert "model.int8.onnx · python vs golden" not in page  # only model.onnx ran in conformance
+    assert "GFLOP/s per core" in page and "MFLOP per sample" in page
 
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("</body>", PROBE + "</body>"))

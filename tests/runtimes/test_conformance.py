@@ -47,8 +47,9 @@ def test_all_runtimes_pass_on_digits_and_land_in_manifest(aoti_digits: Path, tmp
     for name in statuses:
         if statuses[name] == "passed":
             assert (bundle / "runners" / name / "README.md").is_file()
-    section = _conformance_section(read_bundle(bundle).manifest)  # what report.html shows
-    assert "<h2>Conformance</h2>" in section and all(f"<td>{name}</td>" in section for name in statuses)
+    section = _conformance_section(read_bundle(bundle).manifest, bundle)  # what report.html shows
+    assert "<h2 id='conformance'>Conformance</h2>" in section and f"torchport conformance {bundle}" in section
+    assert all(f"<td>{name}</td>" in section for name in statuses)
 
 
 @pytest.mark.slow

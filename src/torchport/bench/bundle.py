@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +11,21 @@ from rich.table import Table
 
 from torchport.bench.contenders import model_contenders
 from torchport.bench.inference import EAGER, ORT_FP32, BenchResult, bench_contenders
+from torchport.bench.peak import count_flops
 from torchport.bundle.manifest import Bundle, read_bundle
 from torchport.errors import UsageError
 
-BATCHES = (1, 64)
+BATCHES = (1, 8, 64)
+THREADS: tuple[int | str, ...] = (1, "all")
+
+
+def resolve_threads(values: Sequence[int | str]) -> list[int]:
+    """``[1, "all"]`` -> ``[1, cores]``: "all" is every CPU this process may run on; duplicates dropped, in order."""
+    from torchport.bench.peak import estimate_peak
+
+    cores = estimate_peak().cores
+    resolved = [cores if value == "all" else int(value) for value in values]
+    return list(dict.fromkeys(resolved))
 
 
 def bundle_inputs(bundle: Bundle, batches: Sequence[int]) -> dict[int, np.ndarray]:
@@ -42,7 +53,9 @@ def bench_bundle(
     budget_s: float = 2.0,
     compile: bool = True,
     console: Console | None = None,
+    total_budget_s: float | None = None,
 ) -> BenchResult:
+    """``budget_s`` is per contender and cell; ``total_budget_s``, when given, is shared out over them instead."""
     from torchport.export.deployable import load_trained_run
 
     bundle = read_bundle(bundle_dir)
@@ -56,6 +69,8 @@ def bench_bundle(
     pt2 = next((a for a in bundle.manifest.artifacts if a.kind == "aoti"), None)
     aoti = bundle.verified_path(pt2) if pt2 is not None else None
     contenders = model_contenders(run.module, bundle_onnx(bundle), compile=compile, aoti=aoti)
+    if total_budget_s is not None:
+        budget_s = total_budget_s / max(1, len(batches) * len(threads) * len(contenders))
     progress = (lambda text: console.log(text)) if console is not None else (lambda _: None)
     return bench_contenders(
         bundle.manifest.name,
@@ -65,43 +80,74 @@ def bench_bundle(
         iterations=iterations,
         budget_s=budget_s,
         progress=progress,
+        flop_counter=lambda array: count_flops(run.module, array),
     )
 
 
-def _ratio(value: float | None) -> str:
+HEADERS = ["batch", "threads", "contender", "median ms", "p99 ms", "samples/s", "vs eager", "vs ORT fp32"]
+HEADERS += ["GFLOP/s", "of peak", "max |Δ| vs eager", "argmax = eager"]
+
+
+def table_rows(
+    result: BenchResult, ratio: Callable[[float | None], str], text: Callable[[str], str] = str
+) -> list[list[str]]:
+    """The cells of the ratio table under ``HEADERS``, shared by the terminal and the report: ``ratio`` styles the
+    ratios, ``text`` escapes the contender's name (HTML)."""
+    rows = []
+    for m in result.measurements:
+        diff = "-" if m.max_abs_diff is None else ("ref" if m.contender == EAGER else f"{m.max_abs_diff:.1e}")
+        rows.append(
+            [
+                str(m.batch),
+                str(m.threads),
+                text(m.contender),
+                f"{m.median_ms:.3f}",
+                f"{m.p99_ms:.3f}",
+                f"{m.throughput:,.0f}",
+                ratio(m.vs_eager),
+                ratio(m.vs_ort_fp32),
+                "-" if m.gflops is None else f"{m.gflops:.1f}",
+                "-" if m.peak_fraction is None else f"{m.peak_fraction:.0%}",
+                diff,
+                "-" if m.argmax_agreement is None else f"{m.argmax_agreement:.1%}",
+            ]
+        )
+    return rows
+
+
+def _rich_ratio(value: float | None) -> str:
     if value is None:
         return "-"
     colour = "green" if value >= 1.0 else "red"
     return f"[{colour}]{value:.2f}×[/]"
 
 
+def flops_line(result: BenchResult) -> str | None:
+    """How GFLOP/s and the fraction of peak were computed, for the table's caption and the report."""
+    if not result.flops or result.peak is None:
+        return None
+    per_sample = min(result.flops.items())[1] / min(result.flops)
+    line = f"{per_sample / 1e6:,.2f} MFLOP per sample (torch.utils.flop_counter); {result.peak['derivation']}"
+    line += ". INT8/FP16 rows: effective GFLOP/s (the model's FLOPs over the time), not compared with the FP32 peak"
+    if any((m.peak_fraction or 0) > 1 for m in result.measurements):
+        line += "; a fraction over 100% means the clock runs above the one read (boost), not a miscount"
+    return line
+
+
 def bench_table(result: BenchResult) -> Table:
-    table = Table(title=f"inference benchmark: {result.subject}", caption=result.machine)
-    for header in ("batch", "threads", "contender", "median ms", "p99 ms", "samples/s", "vs eager", "vs ORT fp32"):
+    caption = "\n".join(filter(None, [result.machine, flops_line(result)]))
+    table = Table(title=f"inference benchmark: {result.subject}", caption=caption)
+    for header in HEADERS:
         table.add_column(header, justify="left" if header == "contender" else "right")
-    table.add_column("max |Δ| vs eager", justify="right")
-    table.add_column("argmax = eager", justify="right")
-    for m in result.measurements:
-        diff = "-" if m.max_abs_diff is None else ("ref" if m.contender == EAGER else f"{m.max_abs_diff:.1e}")
-        table.add_row(
-            str(m.batch),
-            str(m.threads),
-            m.contender,
-            f"{m.median_ms:.3f}",
-            f"{m.p99_ms:.3f}",
-            f"{m.throughput:,.0f}",
-            _ratio(m.vs_eager),
-            _ratio(m.vs_ort_fp32),
-            diff,
-            "-" if m.argmax_agreement is None else f"{m.argmax_agreement:.1%}",
-        )
+    for row in table_rows(result, _rich_ratio):
+        table.add_row(*row)
     return table
 
 
 def write_outputs(result: BenchResult, run_dir: Path, json_path: Path | None = None) -> list[Path]:
-    from torchport.bench.plots import write_plot
+    from torchport.bench.plots import write_plots
 
-    written = [result.write(run_dir / "bench.json"), write_plot(result, run_dir / "bench.png")]
+    written = [result.write(run_dir / "bench.json"), *write_plots(result, run_dir)]
     if json_path is not None:
         written.append(result.write(json_path))
     return written
@@ -116,9 +162,10 @@ def bench_stage(
     budget_s: float = 2.0,
     compile: bool = True,
     json_path: Path | None = None,
+    total_budget_s: float | None = None,
 ) -> BenchResult:
-    """Measure, print the ratio table, write RUN_DIR/bench.json and bench.png, and refresh an existing report."""
-    result = bench_bundle(bundle_dir, batches, threads, iterations, budget_s, compile, console)
+    """Measure, print the ratio table, write RUN_DIR/bench.json and the plots, and refresh an existing report."""
+    result = bench_bundle(bundle_dir, batches, threads, iterations, budget_s, compile, console, total_budget_s)
     console.print(bench_table(result))
     for note in result.notes:
         console.print(f"[yellow]note[/] {note}")

@@ -1,4 +1,4 @@
-"""The contenders: PyTorch eager, torch.compile (inductor, default mode) and an ONNX Runtime session per artifact."""
+"""The contenders: PyTorch eager, torch.compile (inductor), the .pt2, ONNX Runtime per artifact, and OpenVINO."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def compile_contender(module: Any) -> Contender:
     return Contender("torch.compile", "pytorch", prepare)
 
 
-def ort_contender(name: str, path: Path, artifact: str | None = None) -> Contender:
+def ort_contender(name: str, path: Path, artifact: str | None = None, precision: str = "fp32") -> Contender:
     from torchport.verify.runners import onnxruntime_session
 
     def prepare(threads: int, array: np.ndarray) -> Call:
@@ -54,7 +54,7 @@ def ort_contender(name: str, path: Path, artifact: str | None = None) -> Contend
         first = [session.get_outputs()[0].name]
         return lambda: session.run(first, feed)
 
-    return Contender(name, "onnxruntime", prepare, artifact or path.name)
+    return Contender(name, "onnxruntime", prepare, artifact or path.name, precision)
 
 
 def aoti_contender(path: Path, artifact: str | None = None) -> Contender:
@@ -74,10 +74,49 @@ def aoti_contender(path: Path, artifact: str | None = None) -> Contender:
     return Contender("aoti .pt2", "pytorch", prepare, artifact or path.name)
 
 
+def openvino_contender(path: Path, artifact: str | None = None) -> Contender:
+    """OpenVINO's CPU plugin on the fp32 ONNX model, reshaped to each cell's static batch (as OpenVINO prefers).
+
+    f32 precision is pinned: on CPUs with bf16 units the plugin would otherwise trade accuracy for speed.
+    """
+
+    def prepare(threads: int, array: np.ndarray) -> Call:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        model.reshape({model.inputs[0]: ov.PartialShape(list(array.shape))})
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        first = compiled.outputs[0]
+
+        def call() -> Any:
+            return request.infer({0: array})[first]
+
+        return call
+
+    return Contender("openvino fp32", "openvino", prepare, artifact or path.name)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def model_contenders(
-    module: Any, onnx: dict[str, Path], compile: bool = True, aoti: Path | None = None
+    module: Any, onnx: dict[str, Path], compile: bool = True, aoti: Path | None = None, openvino: bool = True
 ) -> list[Contender]:
-    """Eager first (the reference), torch.compile, the .pt2, then ``ort <name>`` for each path (``fp32`` first)."""
+    """Eager first (the reference), torch.compile, the .pt2, ``ort <name>`` for each path (``fp32`` first), then
+    OpenVINO on the fp32 model when it is installed."""
     contenders = [eager_contender(module)]
     if compile:
         contenders.append(compile_contender(module))
@@ -85,5 +124,8 @@ def model_contenders(
         contenders.append(aoti_contender(aoti))
     for name, path in sorted(onnx.items(), key=lambda item: item[0] != "fp32"):
         label = {"fp32": ORT_FP32, "ort": "ort .ort format"}.get(name, f"ort {name}")
-        contenders.append(ort_contender(label, path))
+        precision = name if name in ("int8", "fp16") else "fp32"
+        contenders.append(ort_contender(label, path, precision=precision))
+    if openvino and "fp32" in onnx and openvino_available():
+        contenders.append(openvino_contender(onnx["fp32"]))
     return contenders

@@ -31,6 +31,7 @@ class Contender:
     runtime: str
     prepare: Callable[[int, np.ndarray], Call]
     artifact: str | None = None
+    precision: str = "fp32"  # the arithmetic it runs: only fp32 is compared with the FP32 peak
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Measurement:
     argmax_agreement: float | None = None  # classifiers (2-D first output): share of rows whose argmax matches eager
     vs_eager: float | None = None  # eager median / this median: > 1 is faster than eager
     vs_ort_fp32: float | None = None
+    gflops: float | None = None  # the model's FLOPs at this batch / the median: achieved (for int8: effective) GFLOP/s
+    peak_fraction: float | None = None  # fp32 rows: gflops / this machine's peak FP32 rate on ``threads`` cores
+    precision: str = "fp32"
 
 
 @dataclass
@@ -59,6 +63,8 @@ class BenchResult:
     threads: list[int]
     measurements: list[Measurement] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flops: dict[int, int] = field(default_factory=dict)  # batch size -> FLOPs of one forward pass
+    peak: dict[str, Any] | None = None  # PeakEstimate.to_dict(): how the peak was derived
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -74,7 +80,8 @@ class BenchResult:
 def read_result(path: Path) -> BenchResult:
     raw: dict[str, Any] = json.loads(path.read_text())
     measurements = [Measurement(**m) for m in raw.pop("measurements", [])]
-    return BenchResult(**raw, measurements=measurements)
+    flops = {int(batch): int(count) for batch, count in raw.pop("flops", {}).items()}  # JSON keys are strings
+    return BenchResult(**raw, measurements=measurements, flops=flops)
 
 
 def machine_description() -> str:
@@ -109,12 +116,21 @@ def _first_output(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def _interleaved(calls: dict[str, Call], iterations: int, rounds: int) -> dict[str, np.ndarray]:
-    """Seconds per call for each contender: ``rounds`` rounds, each running every contender for a block."""
+SETTLE_S = 0.02
+
+
+def _interleaved(calls: dict[str, Call], iterations: int, rounds: int, settle_s: float = 0.0) -> dict[str, np.ndarray]:
+    """Seconds per call for each contender: ``rounds`` rounds, each running every contender for a block.
+
+    ``settle_s`` of idle time before each block lets the previous contender's thread pool stop spinning: with
+    several threads, OpenMP (PyTorch) and ONNX Runtime workers busy-wait for a while after their work, and would
+    otherwise steal the next contender's cores.
+    """
     block = max(1, math.ceil(iterations / rounds))
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
+            time.sleep(settle_s)
             for _ in range(block):
                 started = time.perf_counter()
                 call()
@@ -137,17 +153,26 @@ def bench_contenders(
     warmup: int = 3,
     rounds: int = 5,
     progress: Callable[[str], None] = lambda _: None,
+    flop_counter: Callable[[np.ndarray], int] | None = None,
 ) -> BenchResult:
     """Measure every contender at every (threads, batch) on the same ``inputs[batch]``.
 
     ``iterations`` is the most timed calls per contender and cell; fewer when ``budget_s`` seconds would be exceeded,
     judged from the slowest contender's warm-up (never fewer than ``least``). A contender whose prepare or warm-up
     raises is left out of that cell with a one-line note. The first contender is the reference for ``max_abs_diff``
-    and ``vs_eager``.
+    and ``vs_eager``. With ``flop_counter`` (the model's FLOPs for an input batch), every row also gets achieved
+    GFLOP/s and its fraction of this machine's estimated peak.
     """
     import torch
 
+    from torchport.bench.peak import estimate_peak
+
     result = BenchResult(subject, machine_description(), sorted(inputs), list(threads))
+    if flop_counter is not None:
+        result.flops = {batch: flop_counter(array) for batch, array in sorted(inputs.items())}
+        peak = estimate_peak()
+        result.peak = peak.to_dict()
+        progress(peak.derivation())
     torch_threads = torch.get_num_threads()
     try:
         for count in threads:
@@ -158,7 +183,20 @@ def bench_contenders(
                 )
     finally:
         torch.set_num_threads(torch_threads)
+    if result.peak is not None:
+        _add_rates(result, result.peak["per_core_gflops"], result.peak["cores"])
     return result
+
+
+def _add_rates(result: BenchResult, per_core_gflops: float, cores: int) -> None:
+    for row in result.measurements:
+        flops = result.flops.get(row.batch)
+        if not flops or row.median_ms <= 0:
+            continue
+        row.gflops = round(flops / (row.median_ms * 1e-3) / 1e9, 2)
+        if row.precision != "fp32":  # integer or half arithmetic has other peaks than the FP32 one derived here
+            continue
+        row.peak_fraction = round(row.gflops / (per_core_gflops * max(1, min(row.threads, cores))), 3)
 
 
 def _bench_cell(
@@ -197,7 +235,7 @@ def _bench_cell(
         calls[contender.name] = call
     count = iterations_for(slowest, budget_s, least, iterations)
     progress(f"batch {batch}, {threads} thread(s): timing {len(calls)} contender(s) x {count} calls")
-    times = _interleaved(calls, count, rounds)
+    times = _interleaved(calls, count, rounds, SETTLE_S if threads > 1 else 0.0)
     reference = contenders[0].name
     rows = []
     for contender in contenders:
@@ -223,6 +261,7 @@ def _bench_cell(
                 throughput=round(batch / median, 1),
                 iterations=int(seconds.size),
                 prepare_s=round(prepare_s[contender.name], 3),
+                precision=contender.precision,
                 max_abs_diff=diff,
                 argmax_agreement=agreement,
             )

@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from torchport.bundle.manifest import Manifest, read_bundle
+from torchport.report.figures import curves_png, parity_png
 
 
-def _curves_png(records: list[dict[str, Any]]) -> str:
-    import matplotlib
+def _image(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] + 1 for r in records]
-    metric = next((k for k in ("val_accuracy", "val_rmse") if k in records[0]), None) if records else None
-    figure, axes = plt.subplots(1, 2 if metric else 1, figsize=(10 if metric else 5, 3.5), squeeze=False)
-    axes[0][0].plot(epochs, [r["train_loss"] for r in records], label="train loss")
-    if "val_loss" in records[0]:
-        axes[0][0].plot(epochs, [r["val_loss"] for r in records], label="validation loss")
-    axes[0][0].set_xlabel("epoch")
-    axes[0][0].legend()
-    if metric:
-        axes[0][1].plot(epochs, [r[metric] for r in records], color="tab:green")
-        axes[0][1].set_xlabel("epoch")
-        axes[0][1].set_title(metric.replace("_", " "))
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
+def _reproduce(*commands: str) -> str:
+    """The exact commands that remake a figure or table, under it."""
+    lines = "<br>".join(f"<code>{html.escape(c)}</code>" for c in commands)
+    return f"<p class='small reproduce'>Reproduce: {lines}</p>"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -43,7 +28,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _parity_section(manifest: Manifest) -> str:
+def _parity_section(manifest: Manifest, bundle: Path) -> str:
     rows = []
     for result in manifest.verification:
         for check in result.checks:
@@ -82,7 +67,13 @@ def _parity_section(manifest: Manifest) -> str:
         "argmax",
         "",
     ]
-    return f"<h2>Parity</h2><p>Tolerances: {html.escape(tolerances or '-')}</p>{notes}{_table(headers, rows)}"
+    png = parity_png(manifest)
+    figure = _image(png, "parity error per artifact and runtime") if png else ""
+    commands = [f"torchport verify {bundle}"] + ([f"torchport conformance {bundle}"] if manifest.conformance else [])
+    return (
+        f"<h2 id='parity'>Parity</h2><p>Tolerances: {html.escape(tolerances or '-')}</p>{notes}"
+        f"{_table(headers, rows)}{figure}{_reproduce(*commands)}"
+    )
 
 
 def _manifest_section(manifest: Manifest) -> str:
@@ -111,7 +102,7 @@ def _manifest_section(manifest: Manifest) -> str:
     )
 
 
-def _conformance_section(manifest: Manifest) -> str:
+def _conformance_section(manifest: Manifest, bundle: Path) -> str:
     """Each runtime's run of the golden inputs (`torchport conformance`), as recorded in the manifest."""
     if not manifest.conformance:
         return ""
@@ -135,10 +126,12 @@ def _conformance_section(manifest: Manifest) -> str:
             ]
         )
     headers = ["runtime", "engine", "artifact", "max abs vs golden", "latency, batch 1", ""]
-    return f"<h2>Conformance</h2>{_table(headers, rows)}"
+    runtimes = ",".join(dict.fromkeys(r.runtime for r in manifest.conformance))
+    command = f"torchport conformance {bundle} --runtimes {runtimes}"
+    return f"<h2 id='conformance'>Conformance</h2>{_table(headers, rows)}{_reproduce(command)}"
 
 
-def _variants_section(manifest: Manifest) -> str:
+def _variants_section(manifest: Manifest, bundle: Path) -> str:
     """Size, accuracy against fp32 and batch-1 latency of every artifact, and why a variant was left out."""
     if not manifest.variants:
         return ""
@@ -165,13 +158,16 @@ def _variants_section(manifest: Manifest) -> str:
         if v.status != "kept"
     )
     headers = ["artifact", "precision", "size", "smaller than fp32", "accuracy", "median latency, batch 1, 1 thread"]
-    return f"<h2>Variants</h2>{left_out}{_table(headers, rows)}"
+    return (
+        f"<h2 id='variants'>Variants</h2>{left_out}{_table(headers, rows)}{_reproduce(f'torchport optimize {bundle}')}"
+    )
 
 
 def _bench_section(run_dir: Path) -> str:
-    """The ratio table and plot of ``RUN_DIR/bench.json`` (written by `torchport bench`); the plot is re-drawn here."""
-    from torchport.bench.inference import EAGER, read_result
-    from torchport.bench.plots import plot_png
+    """The ratio table and plots of ``RUN_DIR/bench.json`` (written by `torchport bench`); the plots are re-drawn."""
+    from torchport.bench.bundle import HEADERS, flops_line, table_rows
+    from torchport.bench.inference import read_result
+    from torchport.bench.plots import latency_png, throughput_png
 
     result = read_result(run_dir / "bench.json")
 
@@ -180,62 +176,63 @@ def _bench_section(run_dir: Path) -> str:
             return "-"
         return f"<span class='{'pass' if value >= 1 else 'fail'}'>{value:.2f}×</span>"
 
-    rows = [
-        [
-            str(m.batch),
-            str(m.threads),
-            html.escape(m.contender),
-            f"{m.median_ms:.3f}",
-            f"{m.p99_ms:.3f}",
-            f"{m.throughput:,.0f}",
-            ratio(m.vs_eager),
-            ratio(m.vs_ort_fp32),
-            "ref" if m.contender == EAGER else ("-" if m.max_abs_diff is None else f"{m.max_abs_diff:.1e}"),
-            "-" if m.argmax_agreement is None else f"{m.argmax_agreement:.1%}",
-        ]
-        for m in result.measurements
-    ]
-    headers = ["batch", "threads", "contender", "median ms", "p99 ms", "samples/s", "vs eager", "vs ORT fp32"]
-    headers += ["max |Δ| vs eager", "argmax = eager"]
+    rows = table_rows(result, ratio, text=html.escape)
     notes = "".join(f"<p class='fail'>{html.escape(note)}</p>" for note in result.notes)
-    image = base64.b64encode(plot_png(result)).decode()
+    flops = flops_line(result)
     threads = ",".join(str(t) for t in result.threads)
     batches = ",".join(str(b) for b in result.batches)
+    command = f"torchport bench {run_dir / 'bundle'} --batch-sizes {batches} --threads {threads}"
+    if not any(m.contender == "torch.compile" for m in result.measurements):
+        command += " --no-compile"
     return (
         f"<h2 id='benchmark'>Inference benchmark</h2><p class='small'>{html.escape(result.machine)}. Ratios &gt; 1 "
         "are faster than the reference, measured in the same run with the contenders interleaved.</p>"
-        f"{notes}{_table(headers, rows)}<img alt='benchmark plot' src='data:image/png;base64,{image}'>"
-        f"<p class='small'>Reproduce: <code>torchport bench {html.escape(str(run_dir / 'bundle'))} "
-        f"--batch-sizes {batches} --threads {threads}</code></p>"
+        + (f"<p class='small'>{html.escape(flops)}</p>" if flops else "")
+        + f"{notes}{_table(HEADERS, rows)}"
+        + _image(latency_png(result), "latency by batch size")
+        + _image(throughput_png(result), "throughput")
+        + _reproduce(command)
     )
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f3f3f3}.pass{color:#17803d;font-weight:600}.fail{color:#c0392b;font-weight:700}
-.small{font-size:12px;color:#666}"""
+.small{font-size:12px;color:#666}img{max-width:100%;height:auto}"""
+
+
+def _summary_section(run_dir: Path, summary: dict[str, Any]) -> str:
+    best = summary.get("best", {})
+    metric = summary.get("metric", "")
+    return (
+        f"<h1>torchport report: {html.escape(summary['name'])}</h1>"
+        f"<p id='summary'>{summary['task']}; best {html.escape(metric)} {best.get(metric, float('nan')):.4f} at epoch "
+        f"{best.get('epoch', 0) + 1} of {summary['epochs']}; {summary['samples_per_second']} samples/s; "
+        f"{summary['parameters']:,} parameters.</p>"
+        + _reproduce(f"torchport run {run_dir / 'config.yaml'} --run-dir {run_dir}  # everything on this page")
+    )
+
+
+def _training_section(run_dir: Path) -> str:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    if not records:
+        return ""
+    return (
+        "<h2 id='training'>Training</h2>"
+        + _image(curves_png(records), "training curves")
+        + _reproduce(f"torchport train {run_dir / 'config.yaml'} --run-dir {run_dir}")
+    )
 
 
 def write_report(run_dir: Path) -> Path:
     summary = json.loads((run_dir / "summary.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    sections = [f"<h1>torchport report: {html.escape(summary['name'])}</h1>"]
-    best = summary.get("best", {})
-    metric = summary.get("metric", "")
-    sections.append(
-        f"<p>{summary['task']}; best {html.escape(metric)} {best.get(metric, float('nan')):.4f} at epoch "
-        f"{best.get('epoch', 0) + 1} of {summary['epochs']}; {summary['samples_per_second']} samples/s; "
-        f"{summary['parameters']:,} parameters.</p>"
-    )
-    if records:
-        sections.append(
-            f"<h2>Training</h2><img alt='training curves' src='data:image/png;base64,{_curves_png(records)}'>"
-        )
-    if (run_dir / "bundle" / "manifest.json").is_file():
-        manifest = read_bundle(run_dir / "bundle").manifest
-        sections.append(_parity_section(manifest))
-        sections.append(_variants_section(manifest))
-        sections.append(_conformance_section(manifest))
+    sections = [_summary_section(run_dir, summary), _training_section(run_dir)]
+    bundle = run_dir / "bundle"
+    if (bundle / "manifest.json").is_file():
+        manifest = read_bundle(bundle).manifest
+        sections.append(_parity_section(manifest, bundle))
+        sections.append(_variants_section(manifest, bundle))
+        sections.append(_conformance_section(manifest, bundle))
         sections.append(_manifest_section(manifest))
     if (run_dir / "bench.json").is_file():
         sections.append(_bench_section(run_dir))
