@@ -165,6 +165,11 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
         r"^train\.optimizer\.momentun: not an argument of SGD; did you mean 'momentum'\?",
     ),
     (
+        "optimizer value names its key",
+        _with(train__optimizer={"name": "SGD", "lr": "fast"}),
+        r"^train\.optimizer\.lr: .*\(got 'fast'\)$",
+    ),
+    (
         "unknown scheduler",
         _with(train__scheduler__name="Cosine"),
         r"^train\.scheduler\.name: unknown scheduler 'Cosine'",

@@ -40,6 +40,19 @@ def _check_kwargs(cls: type[Any], kwargs: dict[str, Any], where: str, skip: tupl
             )
 
 
+def _culprit(build: Any, kwargs: dict[str, Any]) -> str | None:
+    """The first argument that fails on its own (the others left at their defaults): the key an error should name.
+
+    torch's messages ("Invalid learning rate: -1", "'<=' not supported between ...") rarely say which argument.
+    """
+    for key, value in kwargs.items():
+        try:
+            build({key: value})
+        except (TypeError, ValueError, KeyError):
+            return key
+    return None
+
+
 def build_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimizer:
     cls = _optimizer_class(config.optimizer.name)
     kwargs = config.optimizer.kwargs()
@@ -47,7 +60,11 @@ def build_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimiz
     try:
         return cls(parameters, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"train.optimizer: {exc}") from None
+        key = _culprit(lambda one: cls([nn.Parameter(torch.zeros(1))], **one), kwargs)
+        if key is None:
+            raise ConfigError(f"train.optimizer: {exc}") from None
+        got = "" if str(kwargs[key]) in str(exc) else f" (got {kwargs[key]!r})"
+        raise ConfigError(f"train.optimizer.{key}: {exc}{got}") from None
 
 
 def scheduler_kwargs(config: SchedulerConfig, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
