@@ -35,6 +35,7 @@ ci-prereqs:
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	  command -v g++ >/dev/null || missing="$$missing g++"; \
+	  command -v wrk >/dev/null || missing="$$missing wrk"; \
 	  if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi; \
 	  [ -d node_modules ] || npm ci --ignore-scripts --no-audit --no-fund; \
 	fi

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 __all__ = ["API_KEY_ENV", "serve"]  # the app lives in torchport.serve.app; imported lazily to keep the CLI fast
 
@@ -57,6 +59,17 @@ def serve(
         api_key=api_key or os.environ.get(API_KEY_ENV) or None,
     )
     app = create_app(repository, settings)
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a SIGTERM it caught once its graceful shutdown is over, so the process would die of
+        the signal (exit -15); a server that drained cleanly after SIGTERM exits 0 (SIGINT still ends in 130)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list) and sig == signal.SIGTERM:
+                captured.remove(sig)
+
     config = uvicorn.Config(
         app,
         host=host,
@@ -67,4 +80,4 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=int(graceful_timeout_s),
     )
-    uvicorn.Server(config).run()
+    Server(config).run()

@@ -3,9 +3,14 @@
 One asyncio worker per model takes the first queued request, then everything already queued (up to
 ``max_batch_size`` samples), and waits up to ``max_batch_delay`` for more only while other requests for the model
 are still being read and parsed — so a lone client never pays the delay, and a busy server fills its batches while
-the previous batch runs. The merged batch runs in the model's own worker thread (ONNX Runtime releases the GIL);
-results are sliced back per request. Requests are validated before they are queued, and if a merged batch still
-fails, each of its requests is rerun alone, so one bad request never fails its batch-mates.
+the previous batch runs. Results are sliced back per request. Requests are validated before they are queued, and
+if a merged batch still fails, each of its requests is rerun alone, so one bad request never fails its batch-mates.
+
+Where a batch runs: in the model's own worker thread (ONNX Runtime releases the GIL, so the event loop parses the
+next requests meanwhile), unless recent calls of its size took under ``inline_below_s`` (0.5 ms) — then handing it
+to the thread and back costs about as much as running it, and it runs on the event loop. (Running a cheap request
+straight from ``submit`` when the worker is idle was tried and dropped: every request then finds the worker idle,
+and nothing is ever batched.)
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +55,7 @@ class DynamicBatcher:
         max_queue: int = 1024,
         mergeable: bool = True,
         on_batch: Callable[[int], None] | None = None,
-        on_depth: Callable[[int], None] | None = None,
+        inline_below_s: float = 0.0005,
     ) -> None:
         self.name = name
         self.run = run
@@ -58,11 +64,12 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self.mergeable = mergeable
         self.on_batch = on_batch
-        self.on_depth = on_depth
+        self.inline_below_s = inline_below_s
         self.arriving = 0  # requests for this model being read and parsed right now
         self._queue: asyncio.Queue[_Item] | None = None
         self._carry: _Item | None = None
         self._task: asyncio.Task[None] | None = None
+        self._seconds: dict[int, float] = {}  # moving average of one call's seconds by batch size class (bit length)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
 
     def start(self) -> None:
@@ -91,12 +98,11 @@ class DynamicBatcher:
             raise Overloaded(f"model '{self.name}' has {self.depth} requests queued; try again later")
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(inputs, batch, future))
-        self._report_depth()
         return await future
 
-    def _report_depth(self) -> None:
-        if self.on_depth is not None:
-            self.on_depth(self.depth)
+    def _cheap(self, size: int) -> bool:
+        """Recent calls of this batch size class took under ``inline_below_s`` (unknown: not cheap)."""
+        return self._seconds.get(size, self.inline_below_s) < self.inline_below_s
 
     async def _collect(self) -> list[_Item]:
         assert self._queue is not None
@@ -129,7 +135,6 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             items = await self._collect()
-            self._report_depth()
             try:
                 await self._run_batch(loop, items)
             except asyncio.CancelledError:
@@ -150,8 +155,12 @@ class DynamicBatcher:
             merged = live[0].inputs
         else:
             merged = {name: np.concatenate([item.inputs[name] for item in live]) for name in live[0].inputs}
+        size = sum(item.batch for item in live).bit_length()
         try:
-            results = await loop.run_in_executor(self._executor, self.run, merged)
+            if self._cheap(size):
+                results = self._timed_run(merged, size)
+            else:
+                results = await loop.run_in_executor(self._executor, self._timed_run, merged, size)
         except Exception as exc:
             if len(live) == 1:
                 _settle(live[0], exc=exc)
@@ -167,6 +176,14 @@ class DynamicBatcher:
             stop = start + item.batch
             _settle(item, {name: value[start:stop] for name, value in results.items()} if len(live) > 1 else results)
             start = stop
+
+    def _timed_run(self, inputs: Arrays, size: int) -> Arrays:
+        start = time.perf_counter()
+        try:
+            return self.run(inputs)
+        finally:
+            seconds = time.perf_counter() - start
+            self._seconds[size] = 0.8 * self._seconds.get(size, seconds) + 0.2 * seconds
 
 
 def _settle(item: _Item, results: Arrays | None = None, exc: BaseException | None = None) -> None:

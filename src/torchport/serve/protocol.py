@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from torchport.bundle.manifest import TensorSpec
 
@@ -78,7 +79,7 @@ def _parse_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     if length == 0:
         raise ProtocolError("the request body is empty; expected a JSON inference request")
     try:
-        header = json.loads(bytes(body[:length]))
+        header = _loads(body[:length])
     except UnicodeDecodeError:
         raise ProtocolError("the request header is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
@@ -90,6 +91,15 @@ def _parse_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     if not isinstance(header, dict):
         raise ProtocolError(f"the request must be a JSON object, not {type(header).__name__}")
     return header, memoryview(body)[length:]
+
+
+def _loads(text: bytes) -> Any:
+    """orjson (about 10x faster); what it refuses goes to the standard library, whose messages the errors quote
+    and which also reads NaN, Infinity and lone surrogates (validation then names the tensor at fault)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _check_shape(name: str, shape: Any, spec: TensorSpec) -> list[int]:
@@ -281,7 +291,7 @@ def encode_response(
     if request.id is not None:
         document["id"] = request.id
     document["outputs"] = entries
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = orjson.dumps(document)
     if not blobs:
         return header, {"content-type": "application/json"}
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
