@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,16 @@ def http(
 
 
 @contextmanager
-def running_server(
-    bundle: Path, log: Path, *extra: str, env: dict[str, str] | None = None, via_cli: bool = False
-) -> Iterator[int]:
-    """``via_cli``: start it as ``torchport serve`` (the user's command) instead of ``python -m torchport.serve``."""
+def server_process(
+    bundles: list[Path], log: Path, *extra: str, env: dict[str, str] | None = None, via_cli: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A ready server on ``bundles`` and its process; stopped (killed if it will not stop) afterwards.
+
+    ``via_cli``: start it as ``torchport serve`` (the user's command) instead of ``python -m torchport.serve``.
+    """
     port = free_port()
     entry = ["torchport.cli", "serve"] if via_cli else ["torchport.serve"]
-    command = [sys.executable, "-m", *entry, str(bundle), "--port", str(port), "--threads", "1", *extra]
+    command = [sys.executable, "-m", *entry, *map(str, bundles), "--port", str(port), "--threads", "1", *extra]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
@@ -50,22 +53,30 @@ def running_server(
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
-                try:
+                with suppress(OSError):
                     if http(port, "GET", "/v2/health/ready")[0] == 200:
                         break
-                except OSError:
-                    pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"server not ready after 60 s: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-            yield port
+            yield process, port
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+
+
+@contextmanager
+def running_server(
+    bundle: Path, log: Path, *extra: str, env: dict[str, str] | None = None, via_cli: bool = False
+) -> Iterator[int]:
+    """The port of a ready server on one bundle."""
+    with server_process([bundle], log, *extra, env=env, via_cli=via_cli) as (_, port):
+        yield port
 
 
 def error_of(body: bytes) -> Any:
