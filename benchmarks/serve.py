@@ -314,7 +314,8 @@ def measure(
         round=round_,
         requests=requests,
         seconds=round(seconds, 3),
-        rps=round(requests / seconds, 1) if seconds else 0.0,
+        # 2xx answers only: a server that fails fast (503s) must not look faster for it
+        rps=round(max(requests - int(result["status"]), 0) / seconds, 1) if seconds else 0.0,
         p50_ms=round(result["p50_us"] / 1000, 3),
         p99_ms=round(result["p99_us"] / 1000, 3),
         non_2xx=int(result["status"]),

@@ -361,10 +361,16 @@ def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool
         timed("optimize", start)
     elif config.export.variants:
         console.print("[yellow]skipped optimize:[/] model.onnx failed verification, so no variant is made from it")
-    if config.bench.budget_seconds > 0:
+    if config.bench.budget_seconds > 0 and passed:
         start = time.perf_counter()
-        bench_run_stage(run_dir, config.bench, console)
+        try:
+            bench_run_stage(run_dir, config.bench, console)
+        except Exception as exc:  # the benchmark is the optional last stage: the report and summary still come
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            console.print(f"[yellow]skipped the benchmark:[/] {type(exc).__name__}: {first}")
         timed("bench", start)
+    elif config.bench.budget_seconds > 0:
+        console.print("[yellow]skipped the benchmark:[/] verification failed, so its speed would not mean much")
     start = time.perf_counter()
     report = write_report(run_dir)
     timed("report", start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from rich.console import Console
 from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, read_result
 from torchport.bench.bundle import bundle_onnx, resolve_threads
 from torchport.bench.inference import EAGER, ORT_FP32
-from torchport.bench.peak import count_flops, estimate_peak
+from torchport.bench.peak import count_flops, estimate_peak, physical_cores
 from torchport.bench.plots import latency_png, throughput_png
 from torchport.bundle.manifest import read_bundle
 from torchport.cli import main
@@ -136,9 +137,19 @@ def test_flops_are_counted_for_linear_and_conv_layers() -> None:
 
 
 def test_all_threads_is_every_cpu_and_duplicates_go() -> None:
-    cores = estimate_peak().cores
-    assert resolve_threads([1, "all"]) == list(dict.fromkeys([1, cores]))
-    assert resolve_threads(["all", 2, 2]) == list(dict.fromkeys([cores, 2]))
+    cpus = len(os.sched_getaffinity(0))
+    assert resolve_threads([1, "all"]) == list(dict.fromkeys([1, cpus]))
+    assert resolve_threads(["all", 2, 2]) == list(dict.fromkeys([cpus, 2]))
+
+
+def test_hyperthread_siblings_count_as_one_core(tmp_path: Path) -> None:
+    for cpu, core in ((0, "0,2"), (1, "1,3"), (2, "0,2"), (3, "1,3")):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "core_cpus_list").write_text(core + "\n")
+    assert physical_cores({0, 1, 2, 3}, tmp_path) == 2
+    assert physical_cores({0, 2}, tmp_path) == 1
+    assert physical_cores({0, 9}, tmp_path) == 2  # no topology for cpu9: counted as its own core
 
 
 def test_bench_threads_option_rejects_nonsense(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,3 +72,15 @@ def test_rejections_name_the_tensor(body: bytes, header_length: str | None, mess
     with pytest.raises(ProtocolError, match=message) as caught:
         parse_infer_request(body, header_length, INPUTS, OUTPUTS)
     assert caught.value.status == 400
+
+
+def test_non_finite_outputs_and_odd_ids_are_encoded_as_the_standard_library_would() -> None:
+    """The fast JSON encoder would write NaN as null and refuse a lone surrogate: neither may change an answer."""
+    parsed = parse_infer_request(
+        json.dumps({"id": "\ud800", "inputs": json.loads(request())["inputs"]}).encode(), None, INPUTS, OUTPUTS
+    )
+    logits = np.array([[np.nan, np.inf, -np.inf, 1.0, 0, 0, 0, 0, 0, 0]] * 2, dtype=np.float32)
+    body, headers = encode_response("digits", "1", parsed, {"logits": logits, "probabilities": logits}, OUTPUTS)
+    document = json.loads(body)  # Python's json reads NaN/Infinity back
+    assert headers["content-type"] == "application/json" and document["id"] == "\ud800"
+    assert np.isnan(document["outputs"][0]["data"][0]) and document["outputs"][0]["data"][1:3] == [np.inf, -np.inf]

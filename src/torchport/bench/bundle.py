@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,10 +22,8 @@ THREADS: tuple[int | str, ...] = (1, "all")
 
 def resolve_threads(values: Sequence[int | str]) -> list[int]:
     """``[1, "all"]`` -> ``[1, cores]``: "all" is every CPU this process may run on; duplicates dropped, in order."""
-    from torchport.bench.peak import estimate_peak
-
-    cores = estimate_peak().cores
-    resolved = [cores if value == "all" else int(value) for value in values]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    resolved = [cpus if value == "all" else int(value) for value in values]
     return list(dict.fromkeys(resolved))
 
 

@@ -65,6 +65,8 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     flops: dict[int, int] = field(default_factory=dict)  # batch size -> FLOPs of one forward pass
     peak: dict[str, Any] | None = None  # PeakEstimate.to_dict(): how the peak was derived
+    iterations: int | None = None  # the most timed calls per contender and cell
+    budget_s: float | None = None  # seconds of timed calls per contender and cell
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -168,6 +170,7 @@ def bench_contenders(
     from torchport.bench.peak import estimate_peak
 
     result = BenchResult(subject, machine_description(), sorted(inputs), list(threads))
+    result.iterations, result.budget_s = iterations, round(budget_s, 4)
     if flop_counter is not None:
         result.flops = {batch: flop_counter(array) for batch, array in sorted(inputs.items())}
         peak = estimate_peak()
@@ -189,6 +192,8 @@ def bench_contenders(
 
 
 def _add_rates(result: BenchResult, per_core_gflops: float, cores: int) -> None:
+    from torchport.bench.peak import peak_gflops
+
     for row in result.measurements:
         flops = result.flops.get(row.batch)
         if not flops or row.median_ms <= 0:
@@ -196,7 +201,7 @@ def _add_rates(result: BenchResult, per_core_gflops: float, cores: int) -> None:
         row.gflops = round(flops / (row.median_ms * 1e-3) / 1e9, 2)
         if row.precision != "fp32":  # integer or half arithmetic has other peaks than the FP32 one derived here
             continue
-        row.peak_fraction = round(row.gflops / (per_core_gflops * max(1, min(row.threads, cores))), 3)
+        row.peak_fraction = round(row.gflops / peak_gflops(per_core_gflops, cores, row.threads), 3)
 
 
 def _bench_cell(

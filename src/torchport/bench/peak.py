@@ -4,8 +4,10 @@ Peak per core = FP32 lanes per vector register × FMA units × 2 FLOP per fused 
 from the instruction-set flags in ``/proc/cpuinfo`` (AVX-512: 16, AVX2: 8, SSE: 4); the clock from cpufreq's
 maximum when the kernel exposes it, else the ``cpu MHz`` line (the nominal clock, all a VM usually shows: boost can
 run above it, so a measured fraction slightly over 1.0 means the clock estimate is low, not the counter wrong).
-Two FMA units per core is an assumption that holds for every x86 core of the last decade (Haswell on, Zen 2 on)
-except some AVX-512 server parts with one 512-bit unit; the derivation is printed so a reader can correct it.
+Two FMA units per core is an assumption that holds for AVX2 x86 cores of the last decade (Haswell on, Zen 2 on);
+with AVX-512 it overstates the peak 2× on parts with one 512-bit unit (Xeon Silver/Bronze, client chips) and on
+Zen 4, which runs AVX-512 on 256-bit units. The derivation is printed so a reader can correct it. Cores are physical
+cores (hyperthread siblings share one set of FMA units), counted from the kernel's topology.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class PeakEstimate:
     fma_units: int
     clock_ghz: float
     clock_source: str
-    cores: int  # CPUs this process may run on
+    cores: int  # physical cores among the CPUs this process may run on
 
     @property
     def per_core_gflops(self) -> float:
@@ -35,7 +37,7 @@ class PeakEstimate:
 
     def gflops(self, threads: int) -> float:
         """The peak for a run on ``threads`` intra-op threads: no more cores than this process may use."""
-        return self.per_core_gflops * max(1, min(threads, self.cores))
+        return peak_gflops(self.per_core_gflops, self.cores, threads)
 
     def derivation(self) -> str:
         return (
@@ -47,6 +49,22 @@ class PeakEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "per_core_gflops": round(self.per_core_gflops, 2), "derivation": self.derivation()}
+
+
+def peak_gflops(per_core_gflops: float, cores: int, threads: int) -> float:
+    """Threads beyond the physical cores add no FMA units: the peak stops growing there."""
+    return per_core_gflops * max(1, min(threads, cores))
+
+
+def physical_cores(cpus: set[int], sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Distinct physical cores among ``cpus``: hyperthread siblings share a core (its ``core_cpus_list``)."""
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add((sysfs / f"cpu{cpu}" / "topology" / "core_cpus_list").read_text().strip())
+        except OSError:
+            cores.add(f"cpu{cpu}")  # no topology: count the CPU as a core
+    return max(1, len(cores))
 
 
 def _cpuinfo() -> str:
@@ -90,7 +108,8 @@ def estimate_peak(cpuinfo: str | None = None, cpufreq: Path = CPUFREQ_MAX) -> Pe
     vector, lanes = _vector(flags)
     fma_units = ASSUMED_FMA_UNITS if ("fma" in flags or vector in ("avx512f", "neon")) else 1
     clock, source = _clock_ghz(text, cpufreq)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores = physical_cores(cpus)
     return PeakEstimate(vector, lanes, fma_units, round(clock, 3), source, cores)
 
 

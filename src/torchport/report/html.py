@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,17 @@ from torchport.report.figures import curves_png, parity_png
 
 def _image(png: bytes, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _quote(path: Path) -> str:
+    """A path as a shell word: the reproduce commands are meant to be pasted."""
+    return shlex.quote(str(path))
+
+
+def _conformance_command(manifest: Manifest, bundle: Path) -> str:
+    """Only the runtimes that ran: naming one that was skipped (its prerequisite missing) would be exit 2."""
+    ran = dict.fromkeys(r.runtime for r in manifest.conformance if r.status in ("passed", "failed"))
+    return f"torchport conformance {_quote(bundle)}" + (f" --runtimes {','.join(ran)}" if ran else "")
 
 
 def _reproduce(*commands: str) -> str:
@@ -69,7 +81,9 @@ def _parity_section(manifest: Manifest, bundle: Path) -> str:
     ]
     png = parity_png(manifest)
     figure = _image(png, "parity error per artifact and runtime") if png else ""
-    commands = [f"torchport verify {bundle}"] + ([f"torchport conformance {bundle}"] if manifest.conformance else [])
+    commands = [f"torchport verify {_quote(bundle)}"]
+    if manifest.conformance:  # the figure's "vs golden" bars
+        commands.append(_conformance_command(manifest, bundle))
     return (
         f"<h2 id='parity'>Parity</h2><p>Tolerances: {html.escape(tolerances or '-')}</p>{notes}"
         f"{_table(headers, rows)}{figure}{_reproduce(*commands)}"
@@ -126,8 +140,7 @@ def _conformance_section(manifest: Manifest, bundle: Path) -> str:
             ]
         )
     headers = ["runtime", "engine", "artifact", "max abs vs golden", "latency, batch 1", ""]
-    runtimes = ",".join(dict.fromkeys(r.runtime for r in manifest.conformance))
-    command = f"torchport conformance {bundle} --runtimes {runtimes}"
+    command = _conformance_command(manifest, bundle)
     return f"<h2 id='conformance'>Conformance</h2>{_table(headers, rows)}{_reproduce(command)}"
 
 
@@ -158,9 +171,8 @@ def _variants_section(manifest: Manifest, bundle: Path) -> str:
         if v.status != "kept"
     )
     headers = ["artifact", "precision", "size", "smaller than fp32", "accuracy", "median latency, batch 1, 1 thread"]
-    return (
-        f"<h2 id='variants'>Variants</h2>{left_out}{_table(headers, rows)}{_reproduce(f'torchport optimize {bundle}')}"
-    )
+    command = f"torchport optimize {_quote(bundle)}"
+    return f"<h2 id='variants'>Variants</h2>{left_out}{_table(headers, rows)}{_reproduce(command)}"
 
 
 def _bench_section(run_dir: Path) -> str:
@@ -181,8 +193,11 @@ def _bench_section(run_dir: Path) -> str:
     flops = flops_line(result)
     threads = ",".join(str(t) for t in result.threads)
     batches = ",".join(str(b) for b in result.batches)
-    command = f"torchport bench {run_dir / 'bundle'} --batch-sizes {batches} --threads {threads}"
-    if not any(m.contender == "torch.compile" for m in result.measurements):
+    command = f"torchport bench {_quote(run_dir / 'bundle')} --batch-sizes {batches} --threads {threads}"
+    if result.iterations is not None and result.budget_s is not None:
+        command += f" --iterations {result.iterations} --budget {result.budget_s:g}"
+    compiled = any(m.contender == "torch.compile" for m in result.measurements)
+    if not compiled and not any(note.startswith("torch.compile") for note in result.notes):
         command += " --no-compile"
     return (
         f"<h2 id='benchmark'>Inference benchmark</h2><p class='small'>{html.escape(result.machine)}. Ratios &gt; 1 "
@@ -209,7 +224,7 @@ def _summary_section(run_dir: Path, summary: dict[str, Any]) -> str:
         f"<p id='summary'>{summary['task']}; best {html.escape(metric)} {best.get(metric, float('nan')):.4f} at epoch "
         f"{best.get('epoch', 0) + 1} of {summary['epochs']}; {summary['samples_per_second']} samples/s; "
         f"{summary['parameters']:,} parameters.</p>"
-        + _reproduce(f"torchport run {run_dir / 'config.yaml'} --run-dir {run_dir}  # everything on this page")
+        + _reproduce(f"torchport run {_quote(run_dir / 'config.yaml')} --run-dir {_quote(run_dir)}  # the whole page")
     )
 
 
@@ -220,7 +235,7 @@ def _training_section(run_dir: Path) -> str:
     return (
         "<h2 id='training'>Training</h2>"
         + _image(curves_png(records), "training curves")
-        + _reproduce(f"torchport train {run_dir / 'config.yaml'} --run-dir {run_dir}")
+        + _reproduce(f"torchport train {_quote(run_dir / 'config.yaml')} --run-dir {_quote(run_dir)}")
     )
 
 

@@ -61,8 +61,11 @@ def serve(
     app = create_app(repository, settings)
 
     class Server(uvicorn.Server):
-        """uvicorn re-raises a SIGTERM it caught once its graceful shutdown is over, so the process would die of
-        the signal (exit -15); a server that drained cleanly after SIGTERM exits 0 (SIGINT still ends in 130)."""
+        """uvicorn re-raises a SIGTERM it caught once its shutdown is over, so the process would die of the signal
+        (exit -15). SIGTERM is how a service manager or Kubernetes asks a server to stop, so it exits 0 instead,
+        after draining (or after ``graceful_timeout_s``, when requests still running are cut off); SIGINT still
+        ends in 130. Relies on uvicorn's private ``_captured_signals`` list; without it uvicorn's own behaviour
+        stands (tests/serve/test_serve_ops.py checks the exit code)."""
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)

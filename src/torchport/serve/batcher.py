@@ -159,6 +159,7 @@ class DynamicBatcher:
         try:
             if self._cheap(size):
                 results = self._timed_run(merged, size)
+                await asyncio.sleep(0)  # a backlog of cheap batches must not starve health checks and new arrivals
             else:
                 results = await loop.run_in_executor(self._executor, self._timed_run, merged, size)
         except Exception as exc:
@@ -178,12 +179,12 @@ class DynamicBatcher:
             start = stop
 
     def _timed_run(self, inputs: Arrays, size: int) -> Arrays:
+        """Run and keep a moving average of successful calls' seconds (a call that fails fast proves nothing)."""
         start = time.perf_counter()
-        try:
-            return self.run(inputs)
-        finally:
-            seconds = time.perf_counter() - start
-            self._seconds[size] = 0.8 * self._seconds.get(size, seconds) + 0.2 * seconds
+        results = self.run(inputs)
+        seconds = time.perf_counter() - start
+        self._seconds[size] = 0.8 * self._seconds.get(size, seconds) + 0.2 * seconds
+        return results
 
 
 def _settle(item: _Item, results: Arrays | None = None, exc: BaseException | None = None) -> None:

@@ -276,6 +276,7 @@ def encode_response(
     datatypes = {spec.name: DATATYPES[spec.dtype] for spec in outputs}
     entries: list[dict[str, Any]] = []
     blobs: list[bytes] = []
+    finite = True  # every output written as JSON numbers is finite
     for name, binary in request.outputs:
         datatype = datatypes[name]
         array = np.ascontiguousarray(results[name], dtype=NUMPY[datatype])
@@ -286,13 +287,26 @@ def encode_response(
             blobs.append(blob)
         else:
             entry["data"] = array.ravel().tolist()
+            finite = finite and (array.dtype.kind != "f" or bool(np.isfinite(array).all()))
         entries.append(entry)
     document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:
         document["id"] = request.id
     document["outputs"] = entries
-    header = orjson.dumps(document)
+    header = _dumps(document, finite)
     if not blobs:
         return header, {"content-type": "application/json"}
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
     return b"".join([header, *blobs]), headers
+
+
+def _dumps(document: dict[str, Any], finite: bool) -> bytes:
+    """orjson for speed; the standard library where orjson would change the answer: it writes NaN/Infinity as
+    null (the stdlib keeps NaN and Infinity, as before), and refuses strings a client may send, such as an ``id``
+    holding a lone surrogate (the stdlib escapes it)."""
+    if finite:
+        try:
+            return orjson.dumps(document)
+        except TypeError:
+            pass
+    return json.dumps(document, separators=(",", ":")).encode()
