@@ -7,6 +7,7 @@ thread, sequential execution, all graph optimisations), so the three servers dif
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from torchport.serve.models import make_session
+
 
 def load_session(bundle: Path, threads: int) -> tuple[ort.InferenceSession, str, list[str]]:
-    """The bundle's ``model.onnx`` session, its input name and its output names (in manifest order)."""
+    """The bundle's ``model.onnx`` session, its input name and its output names (in manifest order).
+
+    The session is made exactly as torchport serve makes its own, so only the serving around it differs.
+    """
     manifest = json.loads((bundle / "manifest.json").read_text())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(bundle / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"])
+    session = make_session(bundle / "model.onnx", threads)
     return session, manifest["inputs"][0]["name"], [spec["name"] for spec in manifest["outputs"]]
 
 
@@ -48,3 +48,13 @@ def encode(name: str, output_names: list[str], outputs: list[np.ndarray]) -> dic
             for n, o in zip(output_names, outputs, strict=True)
         ],
     }
+
+
+def server_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The options both comparison servers take, as benchmarks/serve.py starts them."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    return parser

@@ -9,12 +9,11 @@ endpoint does: requests are served one after another, with no validation, metric
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import uvicorn
-from common import decode, encode, load_session, model_name
+from common import decode, encode, load_session, model_name, server_arguments
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -38,11 +37,7 @@ def create_app(bundle: Path, threads: int) -> FastAPI:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser = server_arguments(__doc__)
     args = parser.parse_args()
     uvicorn.run(
         create_app(args.bundle, args.threads), host=args.host, port=args.port, log_level="warning", access_log=False

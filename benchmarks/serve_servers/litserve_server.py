@@ -9,14 +9,13 @@ like torchport serve. LitServe collects up to ``--max-batch-size`` requests, wai
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import litserve as ls
 import numpy as np
-from common import decode, encode, load_session, model_name
+from common import decode, encode, load_session, model_name, server_arguments
 
 
 class OnnxAPI(ls.LitAPI):
@@ -48,11 +47,7 @@ class OnnxAPI(ls.LitAPI):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser = server_arguments(__doc__)
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
     args = parser.parse_args()

@@ -13,10 +13,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from torchport.errors import ConfigError
 
@@ -143,17 +143,19 @@ class ExportConfig(StrictModel):
         return variants
 
 
+def _positive_sizes(sizes: list[int]) -> list[int]:
+    if any(size < 1 for size in sizes):
+        raise ValueError("every batch size must be at least 1")
+    return sizes
+
+
+BatchSizes = Annotated[list[int], AfterValidator(_positive_sizes)]
+
+
 class VerifyConfig(StrictModel):
     atol: float = Field(1e-4, ge=0.0)
     rtol: float = Field(1e-3, ge=0.0)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 7, 64], min_length=1)
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, sizes: list[int]) -> list[int]:
-        if any(size < 1 for size in sizes):
-            raise ValueError("every batch size must be at least 1")
-        return sizes
+    batch_sizes: BatchSizes = Field(default_factory=lambda: [1, 7, 64], min_length=1)
 
 
 def _all_threads() -> list[int | Literal["all"]]:
@@ -164,16 +166,9 @@ class BenchConfig(StrictModel):
     """What `torchport run` measures at its end (`torchport bench` takes the same as options)."""
 
     budget_seconds: float = Field(20.0, ge=0.0, description="timed calls in all, shared out; 0 skips the benchmark")
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64], min_length=1)
+    batch_sizes: BatchSizes = Field(default_factory=lambda: [1, 8, 64], min_length=1)
     threads: list[int | Literal["all"]] = Field(default_factory=_all_threads, min_length=1)
     compile: bool = Field(True, description="include torch.compile: about 10 s of compiling per batch size")
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, sizes: list[int]) -> list[int]:
-        if any(size < 1 for size in sizes):
-            raise ValueError("every batch size must be at least 1")
-        return sizes
 
     @field_validator("threads")
     @classmethod
