@@ -44,7 +44,7 @@ CASES = [
     Case(
         "unknown-top-level-key",
         GOOD_LAYERS.replace("model:", "modle:"),
-        ["modle: unknown key; did you mean 'model'?", "expected one of: data, export"],
+        ["modle: unknown key; did you mean 'model'?", "expected one of: bench, data, export"],
     ),
     Case(
         "unknown-nested-key",
