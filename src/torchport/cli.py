@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from torchport.errors import TorchportError, UsageError
+from torchport.errors import TorchportError, UsageError, first_line
 
 DEFAULT_CONFIG = "digits"
 
@@ -72,17 +72,18 @@ LAUNCH_OPTIONS = ("nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restar
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from torchport.train import distributed
-    from torchport.train.loop import train
+    from torchport.train.launch import env_rank
 
     config = _load(args)
     if args.nproc_per_node is not None:
-        return _launch_torchrun(args, config)
+        return _launch_torchrun(args, config)  # before importing torch: this process is replaced by torchrun
+    from torchport.train.loop import train
+
     given = [f"--{name.replace('_', '-')}" for name in LAUNCH_OPTIONS if getattr(args, name) is not None]
     if given:
         raise UsageError(f"{given[0]} is a torchrun option; it needs --nproc-per-node N")
     summary = train(config, Path(args.run_dir) if args.run_dir else None, resume=args.resume, console=_console())
-    if distributed.env_rank() != 0:  # under torchrun, rank 0 speaks for the job
+    if env_rank() != 0:  # under torchrun, rank 0 speaks for the job
         return 0
     best = summary["best"].get(summary["metric"])
     best_text = f"{summary['metric']} {best:.4f}" if best is not None else ""
@@ -99,11 +100,10 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[n
     import os
     import shlex
 
-    from torchport.train import distributed
-    from torchport.train.launch import TorchrunOptions, torchrun_command, worker_args
-    from torchport.train.loop import default_run_dir
+    from torchport.config import default_run_dir
+    from torchport.train.launch import TorchrunOptions, torchrun_command, under_torchrun, worker_args
 
-    if distributed.under_torchrun():
+    if under_torchrun():
         raise UsageError("--nproc-per-node: this process already runs under torchrun; drop the option")
     if config.train.strategy in ("dp", "single"):
         raise UsageError(
@@ -130,6 +130,7 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[n
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from torchport.config import default_run_dir
     from torchport.train.launch import ClusterJob, render
 
     config = _load(args)
@@ -140,9 +141,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
         run_dir=args.run_dir
-        or (
-            f"/workspace/runs/{config.name}" if args.emit == "kubernetes" else str(Path("runs", config.name).resolve())
-        ),
+        or (f"/workspace/runs/{config.name}" if args.emit == "kubernetes" else str(default_run_dir(config).resolve())),
         overrides=tuple(args.overrides),
         max_restarts=args.max_restarts,
         min_nodes=args.min_nodes,
@@ -223,7 +222,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     """`1,64` -> [1, 64] for --batch-sizes and --threads."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -234,7 +233,7 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _threads_list(text: str) -> list[int | str]:
+def threads_list(text: str) -> list[int | str]:
     """`1,all` -> [1, "all"] for bench --threads: "all" is every CPU this process may use."""
     values: list[int | str] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -251,13 +250,12 @@ def _threads_list(text: str) -> list[int | str]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from torchport.bench import bench_stage
-    from torchport.bench.bundle import resolve_threads
 
     bench_stage(
         Path(args.bundle),
         console=_console(),
         batches=args.batch_sizes,
-        threads=resolve_threads(args.threads),
+        threads=args.threads,
         iterations=args.iterations,
         budget_s=args.budget,
         compile=not args.no_compile,
@@ -323,13 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument("--json", help="also write the results as JSON to this file")
     bench = verb("bench", cmd_bench, "measure PyTorch eager, torch.compile and each ONNX artifact side by side")
     bench.add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
-    bench.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 64], help="comma-separated (default 1,8,64)")
+    bench.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64], help="comma-separated (default 1,8,64)")
     bench.add_argument(
-        "--threads", type=_threads_list, default=[1, "all"], help="intra-op threads; 'all' = every CPU (default 1,all)"
+        "--threads", type=threads_list, default=[1, "all"], help="intra-op threads; 'all' = every CPU (default 1,all)"
     )
     bench.add_argument("--iterations", type=int, default=100, help="most timed calls per contender and cell")
     bench.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender and cell")
-    bench.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for ~15 s)")
+    bench.add_argument("--no-compile", action="store_true", help="leave torch.compile out (~10 s per batch size)")
     bench.add_argument("--json", help="also write the results here (RUN_DIR/bench.json is always written)")
     verb("inspect", cmd_inspect, "print a readable summary of a bundle").add_argument("bundle")
     verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument("name", choices=["manifest"])
@@ -375,9 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"internal error: {type(exc).__name__}: {first_line} (rerun with --debug for the traceback)",
+            f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1

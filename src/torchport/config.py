@@ -199,6 +199,11 @@ class Config(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
+def default_run_dir(config: Config) -> Path:
+    """Where a run writes unless told: runs/<name>, relative to the working directory."""
+    return Path("runs") / config.name
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Loading
 

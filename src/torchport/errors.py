@@ -7,6 +7,13 @@ and maps the type to an exit code (2 for usage and config problems, 1 for failed
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, empty: str = "") -> str:
+    """The first line of an exception's message (``empty`` when it has none): a library's multi-line message
+    still fits the one line a user is shown."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else empty
+
+
 class TorchportError(Exception):
     """Base of every error meant for a user's eyes."""
 

@@ -25,8 +25,8 @@ from torchport.bundle.build import (
 )
 from torchport.bundle.manifest import Artifact, ArtifactVerification, Bundle, read_bundle
 from torchport.config import BenchConfig, Config
-from torchport.data import load_data
-from torchport.errors import ConfigError, UsageError
+from torchport.data import DataSplits, load_data
+from torchport.errors import ConfigError, UsageError, first_line
 from torchport.export.deployable import TrainedRun, load_trained_run
 from torchport.models.compose import build_model, layer_names
 from torchport.verify.parity import InputSet, Tolerance, random_inputs, verify_artifact
@@ -125,8 +125,7 @@ def _golden_reference(bundle: Bundle) -> tuple[InputSet, Runner]:
     return InputSet("golden", inputs), reference
 
 
-def _input_sets(run: TrainedRun, bundle: Bundle) -> list[InputSet]:
-    data = load_data(run.config.data, run.config.seed)
+def _input_sets(run: TrainedRun, bundle: Bundle, data: DataSplits) -> list[InputSet]:
     meta = run.meta
     sets = [InputSet("validation", data.val.x[:MAX_VALIDATION_SAMPLES])] if len(data.val.x) else []
     for batch in run.config.verify.batch_sizes:
@@ -154,6 +153,7 @@ class _ParityContext:
     input_sets: list[InputSet]
     output_names: list[str]
     argmax_outputs: set[str]
+    data: DataSplits | None = None  # the run's data, loaded once (optimize calibrates and gates on it too)
 
 
 def _parity_context(bundle: Bundle) -> _ParityContext:
@@ -164,7 +164,9 @@ def _parity_context(bundle: Bundle) -> _ParityContext:
         run = load_trained_run(run_dir, bundle.manifest.provenance.checkpoint)
         tol = Tolerance(run.config.verify.atol, run.config.verify.rtol)
         reference = torch_runner(run.module, output_names)
-        return _ParityContext(run, tol, reference, "pytorch", _input_sets(run, bundle), output_names, argmax_outputs)
+        data = load_data(run.config.data, run.config.seed)
+        sets = _input_sets(run, bundle, data)
+        return _ParityContext(run, tol, reference, "pytorch", sets, output_names, argmax_outputs, data)
     golden_set, golden = _golden_reference(bundle)
     return _ParityContext(None, Tolerance(), golden, "golden", [golden_set], output_names, argmax_outputs)
 
@@ -274,7 +276,7 @@ def optimize_stage(bundle_dir: Path, console: Console) -> bool:
     ``export.strict_variants: true``. Needs the run directory around the bundle: calibration and the gate use
     its data.
     """
-    from torchport.export.optimize import optimize_bundle, refusal_lines
+    from torchport.export.optimize import optimize_bundle
 
     started = time.perf_counter()
     bundle = read_bundle(bundle_dir)
@@ -290,11 +292,11 @@ def optimize_stage(bundle_dir: Path, console: Console) -> bool:
     if not config.export.variants:
         console.print("no variants requested (export.variants is empty)")
         return True
-    data = load_data(config.data, config.seed)
+    assert context.data is not None  # a run directory means its data
     outcomes = optimize_bundle(
         bundle,
         config.export,
-        data,
+        context.data,
         config.seed,
         lambda artifact: _check_artifact(bundle, artifact, context),
         console.print,
@@ -303,7 +305,7 @@ def optimize_stage(bundle_dir: Path, console: Console) -> bool:
 
     console.print(variants_table(bundle.manifest))
     kept = sum(o.status == "kept" for o in outcomes)
-    left_out = refusal_lines(outcomes)
+    left_out = [o.path for o in outcomes if o.status != "kept"]  # variants_table above gives the reasons
     passed = not (left_out and config.export.strict_variants)
     verdict = (
         "[green]optimized[/]"
@@ -312,7 +314,7 @@ def optimize_stage(bundle_dir: Path, console: Console) -> bool:
     )
     console.print(
         f"{verdict} {kept} of {len(outcomes)} variant(s) kept in {time.perf_counter() - started:.1f} s"
-        + (f"; left out: {', '.join(o.path for o in outcomes if o.status != 'kept')}" if left_out else "")
+        + (f"; left out: {', '.join(left_out)}" if left_out else "")
     )
     return passed
 
@@ -323,13 +325,12 @@ def optimize_stage(bundle_dir: Path, console: Console) -> bool:
 def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console) -> None:
     """The short benchmark at the end of `torchport run`: ``bench.budget_seconds`` of timed calls in all."""
     from torchport.bench import bench_stage
-    from torchport.bench.bundle import resolve_threads
 
     bench_stage(
         run_dir / "bundle",
         console,
         batches=settings.batch_sizes,
-        threads=resolve_threads(settings.threads),
+        threads=settings.threads,
         compile=settings.compile,
         total_budget_s=settings.budget_seconds,
     )
@@ -337,8 +338,9 @@ def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console) -> N
 
 def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool:
     """train -> export -> verify -> bundle -> report, with a closing summary table."""
+    from torchport.config import default_run_dir
     from torchport.report.html import write_report
-    from torchport.train.loop import default_run_dir, train
+    from torchport.train.loop import train
 
     run_dir = Path(run_dir or default_run_dir(config))
     times: dict[str, float] = {}
@@ -366,8 +368,7 @@ def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool
         try:
             bench_run_stage(run_dir, config.bench, console)
         except Exception as exc:  # the benchmark is the optional last stage: the report and summary still come
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            console.print(f"[yellow]skipped the benchmark:[/] {type(exc).__name__}: {first}")
+            console.print(f"[yellow]skipped the benchmark:[/] {type(exc).__name__}: {first_line(exc)[:200]}")
         timed("bench", start)
     elif config.bench.budget_seconds > 0:
         console.print("[yellow]skipped the benchmark:[/] verification failed, so its speed would not mean much")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from torchport.config import suggest
-from torchport.errors import ConfigError
+from torchport.errors import ConfigError, first_line
 
 T = TypeVar("T")
 
@@ -75,9 +75,8 @@ def import_user_module(module_name: str, import_paths: Iterable[Path] = (), wher
     except ImportError as exc:
         raise ConfigError(f"{prefix}cannot import module '{module_name}': {exc}") from None
     except Exception as exc:  # the user's module itself is broken (syntax error, raises at import)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ConfigError(
-            f"{prefix}importing module '{module_name}' failed: {type(exc).__name__}: {first_line}"
+            f"{prefix}importing module '{module_name}' failed: {type(exc).__name__}: {first_line(exc)}"
         ) from None
     return module
 

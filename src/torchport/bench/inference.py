@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from torchport.errors import first_line
+
 Call = Callable[[], np.ndarray]
 EAGER = "pytorch eager"
 ORT_FP32 = "ort fp32"
@@ -233,7 +235,7 @@ def _bench_cell(
                 call()
             slowest = max(slowest, (time.perf_counter() - begun) / max(warmup, 1))
         except Exception as exc:  # one contender failing (e.g. torch.compile without a compiler) is a note, not a stop
-            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            message = first_line(exc)[:200]
             where = f"batch {batch}, {threads} thread(s)"
             notes.append(f"{contender.name} failed at {where}: {type(exc).__name__}: {message}")
             continue

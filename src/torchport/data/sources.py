@@ -16,7 +16,7 @@ import numpy as np
 
 from torchport.config import DataConfig, suggest
 from torchport.data.targets import encode_labels
-from torchport.errors import DataError
+from torchport.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,7 +125,7 @@ def _read_table(read: Callable[[], pd.DataFrame], path: Path, kind: str) -> pd.D
     try:
         frame = read()
     except (OSError, ValueError) as exc:  # parser, encoding and Arrow errors all derive from these
-        raise DataError(f"data.path: cannot read {path} as {kind}: {_reason(exc)}") from None
+        raise DataError(f"data.path: cannot read {path} as {kind}: {first_line(exc, type(exc).__name__)}") from None
     frame.columns = [str(column) for column in frame.columns]
     if len(frame) == 0:
         raise DataError(f"data.path: {path} has no rows")
@@ -286,7 +286,7 @@ def _load(path: Path, key: str) -> Any:
     try:
         return np.load(path, allow_pickle=False)  # pickles can run code: never load them
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{key}: cannot load {path}: {_reason(exc)}") from None
+        raise DataError(f"{key}: cannot load {path}: {first_line(exc, type(exc).__name__)}") from None
 
 
 def _load_npy(path: Path, key: str) -> np.ndarray:
@@ -306,7 +306,9 @@ def _npz_member(archive: np.lib.npyio.NpzFile, name: str, key: str, path: Path) 
     try:
         return np.asarray(archive[name])
     except (OSError, ValueError) as exc:
-        raise DataError(f"{key}: cannot load array '{name}' from {path}: {_reason(exc)}") from None
+        raise DataError(
+            f"{key}: cannot load array '{name}' from {path}: {first_line(exc, type(exc).__name__)}"
+        ) from None
 
 
 def _as_features(x: np.ndarray, key: str) -> np.ndarray:
@@ -368,7 +370,7 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL takes (W, H)
         pixels = np.asarray(image, dtype=np.float32)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"data.path: cannot decode image {path}: {_reason(exc)}") from None
+        raise DataError(f"data.path: cannot decode image {path}: {first_line(exc, type(exc).__name__)}") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
 
 
@@ -393,9 +395,3 @@ def _existing(path: Path | None, key: str, source: str, folder: bool = False) ->
     if not found:
         raise DataError(f"{key}: {what} not found: {path}")
     return path
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception, so a library's multi-line message still fits one line."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

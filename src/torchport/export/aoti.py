@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from torchport.errors import TorchportError
+from torchport.errors import TorchportError, first_line
 from torchport.export.deployable import TrainedRun
 
 
@@ -32,6 +32,6 @@ def export_aoti(run: TrainedRun, path: Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, type(exc).__name__)
         raise TorchportError(f"AOTInductor export of {run.run_dir} failed: {detail}") from exc
     return path

@@ -58,7 +58,3 @@ def measure_latency(
                 )
             )
     return results
-
-
-def latency_at(latencies: list[Latency], batch: int, threads: int) -> Latency | None:
-    return next((x for x in latencies if x.batch == batch and x.threads == threads), None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from torchport.errors import TorchportError
+from torchport.errors import TorchportError, first_line
 from torchport.export.deployable import TrainedRun
 
 TWO_GIB = 2**31
@@ -49,7 +49,7 @@ def export_onnx(run: TrainedRun, path: Path, provenance: dict[str, str]) -> Path
                 verbose=False,
             )
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, type(exc).__name__)
         raise TorchportError(f"ONNX export of {run.run_dir} failed: {detail}") from exc
     assert program is not None
     program.model.metadata_props.update(onnx_metadata(run, provenance))

@@ -44,6 +44,7 @@ from torchport.bundle.manifest import (
 )
 from torchport.config import ExportConfig
 from torchport.data import DataSplits
+from torchport.errors import first_line
 from torchport.export.measure import BATCHES, THREADS, measure_latency
 from torchport.verify.parity import random_inputs
 from torchport.verify.runners import onnx_runner
@@ -387,9 +388,8 @@ def _one_variant(
         verification = parity(artifact)
     except Exception as exc:
         target.unlink(missing_ok=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return VariantOutcome(
-            variant=variant, path=relative, status="failed", reason=f"{type(exc).__name__}: {first}"
+            variant=variant, path=relative, status="failed", reason=f"{type(exc).__name__}: {first_line(exc)}"
         ), None
     if not artifact.accuracy.passed or not verification.passed:
         target.unlink(missing_ok=True)
@@ -404,8 +404,3 @@ def _kept_line(bundle: Bundle, path: str, source: Artifact) -> str:
     gate = artifact.accuracy
     metric = f"{gate.metric} {gate.value:.4f} (fp32 {gate.reference:.4f})" if gate else ""
     return f"{path}: {artifact.bytes / 1024:.1f} KiB ({source.bytes / artifact.bytes:.2f}x smaller), {metric}"
-
-
-def refusal_lines(outcomes: list[VariantOutcome]) -> list[str]:
-    """The one-line verdicts of variants left out of the bundle, e.g. 'refused model.int8.onnx: val_accuracy …'."""
-    return [f"{o.status} {o.path}: {o.reason}" for o in outcomes if o.status != "kept"]

@@ -24,7 +24,7 @@ from torch import nn
 
 import torchport.models.blocks as _builtin_blocks  # noqa: F401  (registers the built-ins)
 from torchport.config import format_validation_error, suggest
-from torchport.errors import ConfigError
+from torchport.errors import ConfigError, first_line
 from torchport.models.blocks import Residual
 from torchport.registry import BLOCKS
 
@@ -205,14 +205,14 @@ def _dry_run(module: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype, w
         with torch.no_grad():
             out = module(torch.zeros((2, *in_shape), dtype=dtype))
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, type(exc).__name__)
         hint = (
             ""
             if dtype.is_floating_point
             else " (its input is integer token ids: start with `embedding`, or give the data as floats)"
         )
         raise ConfigError(
-            f"{where}: does not accept input of shape {tuple(in_shape)} per sample: {first_line}{hint}"
+            f"{where}: does not accept input of shape {tuple(in_shape)} per sample: {detail}{hint}"
         ) from None
     finally:
         module.train()
@@ -224,13 +224,12 @@ def _dry_run(module: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype, w
 def _build_one(spec: LayerSpec, flow: Flow, ctx: BuildContext) -> tuple[nn.Module, Flow]:
     in_shape, dtype = flow
     if spec.name == RESIDUAL:
-        body, (out_shape, _) = _build_sequence(spec.children, flow, ctx)
+        body, (out_shape, body_dtype) = _build_sequence(spec.children, flow, ctx)
         if out_shape != in_shape:
             raise ConfigError(
                 f"{spec.path}: the residual body must keep the shape {in_shape}, but it returns {out_shape}"
             )
-        residual = Residual(body)
-        return residual, _dry_run(residual, in_shape, dtype, spec.path)
+        return Residual(body), (in_shape, torch.promote_types(dtype, body_dtype))  # x + body(x)
     factory = _resolve_block(spec, ctx.import_paths)
     kwargs = validate_arguments(factory, spec.args, spec.path, ctx.num_outputs)
     kwargs.update(_inferred_kwargs(factory, in_shape))

@@ -26,6 +26,7 @@ from torch import nn
 
 from torchport.config import TrainConfig
 from torchport.errors import ConfigError, TorchportError, UsageError
+from torchport.train.launch import under_torchrun  # torch-free, so the CLI can ask before importing torch
 
 T = TypeVar("T")
 
@@ -49,18 +50,6 @@ class World:
     def is_writer(self) -> bool:
         """Rank 0 alone writes logs, metrics and checkpoints; the others hold the same state in memory."""
         return self.rank == 0
-
-
-def under_torchrun(env: Mapping[str, str] | None = None) -> bool:
-    """torchrun (and any launcher following its contract) sets these for every worker."""
-    env = os.environ if env is None else env
-    return all(key in env for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-
-
-def env_rank(env: Mapping[str, str] | None = None) -> int:
-    """This process's rank before any process group exists (0 outside torchrun): who may print."""
-    env = os.environ if env is None else env
-    return int(env.get("RANK", "0")) if under_torchrun(env) else 0
 
 
 def choose_strategy(config: TrainConfig, env: Mapping[str, str] | None = None) -> str:
@@ -167,12 +156,6 @@ def wrap_model(model: nn.Module, world: World, device: torch.device, sync_batchn
     # correctly but warns on every process at the first step. The warning says nothing a user can act on.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The plain module inside DDP/DP: its state dict has the same keys as a single-process run's."""
-    inner = getattr(network, "module", None)
-    return inner if isinstance(network, nn.DataParallel | nn.parallel.DistributedDataParallel) and inner else network
 
 
 # --- collectives (every rank calls them at the same point; no-ops in one process) ------------------------------

@@ -7,9 +7,11 @@ torchrun does the process management, rendezvous and elastic restarts; every wor
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,3 +266,18 @@ def render(job: ClusterJob, kind: str) -> str:
         )
         return header + yaml.safe_dump_all(pytorchjob_manifest(job), sort_keys=False)
     raise UsageError(f"--emit: expected slurm or kubernetes (got '{kind}')")
+
+
+# --- the torchrun contract, as a worker sees it ---------------------------------------------------------------
+
+
+def under_torchrun(env: Mapping[str, str] | None = None) -> bool:
+    """torchrun (and any launcher following its contract) sets these for every worker."""
+    env = os.environ if env is None else env
+    return all(key in env for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def env_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's rank before any process group exists (0 outside torchrun): who may print."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0")) if under_torchrun(env) else 0

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from torchport.config import Config
+from torchport.config import Config, default_run_dir
 from torchport.data import DataSplits, Split, load_data
 from torchport.errors import CheckpointError
 from torchport.models.compose import ModelSpec, build_model
@@ -84,10 +84,6 @@ def configure_torch(config: Config) -> None:
         torch.set_num_threads(config.train.threads)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def default_run_dir(config: Config) -> Path:
-    return Path("runs") / config.name
 
 
 # --------------------------------------------------------------------------------------------------------------
