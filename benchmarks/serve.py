@@ -140,9 +140,9 @@ def request_body(bundle: Path, path: Path) -> np.ndarray:
 
 
 def reference_logits(bundle: Path, image: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from torchport.verify.runners import onnxruntime_session
 
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(bundle / "model.onnx")
     return np.asarray(session.run(["logits"], {session.get_inputs()[0].name: image})[0])
 
 

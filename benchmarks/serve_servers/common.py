@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from torchport.serve.models import make_session
+from torchport.verify.runners import onnxruntime_session
 
 
 def load_session(bundle: Path, threads: int) -> tuple[ort.InferenceSession, str, list[str]]:
@@ -24,7 +24,7 @@ def load_session(bundle: Path, threads: int) -> tuple[ort.InferenceSession, str,
     The session is made exactly as torchport serve makes its own, so only the serving around it differs.
     """
     manifest = json.loads((bundle / "manifest.json").read_text())
-    session = make_session(bundle / "model.onnx", threads)
+    session = onnxruntime_session(bundle / "model.onnx", threads)
     return session, manifest["inputs"][0]["name"], [spec["name"] for spec in manifest["outputs"]]
 
 

@@ -1,4 +1,5 @@
-"""Helpers: a real ``python -m torchport.serve`` process on 127.0.0.1 and a free port, always stopped afterwards."""
+"""Helpers: a real ``python -m torchport.serve`` process on 127.0.0.1 and a free port, always stopped afterwards;
+the local ONNX Runtime reference answers and the digit batches the tests send."""
 
 from __future__ import annotations
 
@@ -12,10 +13,31 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from torchport.verify.runners import onnxruntime_session
+
 BODY_LIMIT = 256 * 1024
+
+
+@cache
+def _reference_session(model: Path) -> Any:
+    return onnxruntime_session(model, 1)
+
+
+def ort_outputs(model: Path, array: np.ndarray) -> dict[str, np.ndarray]:
+    """What a plain local ONNX Runtime session on the ONNX file ``model`` answers (one session per file)."""
+    logits, probabilities = _reference_session(model).run(["logits", "probabilities"], {"input": array})
+    return {"logits": logits, "probabilities": probabilities}
+
+
+def digits(batch: int, seed: int = 0) -> np.ndarray:
+    """A batch of random 8x8 digit images, as the digits bundle takes them."""
+    return np.random.default_rng(seed).uniform(0, 16, (batch, 1, 8, 8)).astype(np.float32)
 
 
 def free_port() -> int:

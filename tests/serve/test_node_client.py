@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from serve_helpers import ort_outputs
 
 from torchport.runtimes.base import which_node
 
@@ -36,14 +37,6 @@ def node_or_skip() -> str:
     pytest.skip(reason)
 
 
-def local_run(bundle: Path, array: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    logits, probabilities = session.run(["logits", "probabilities"], {"input": array})
-    return {"logits": logits, "probabilities": probabilities}
-
-
 def as_array(tensor: dict[str, Any]) -> np.ndarray:
     assert tensor["datatype"] == "FP32", tensor["datatype"]
     return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
@@ -64,7 +57,7 @@ def test_node_fetch_client_json_and_binary_infer_equal_local_onnxruntime(
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
-    expected = local_run(exported_digits / "bundle", array)
+    expected = ort_outputs(exported_digits / "bundle" / "model.onnx", array)
 
     assert result["live"] == {"status": 200, "content_type": "application/json", "body": {"live": True}}
     assert result["ready"]["status"] == 200 and result["ready"]["body"]["ready"] is True

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from rich.console import Console
-from serve_helpers import http, running_server, server_process
+from serve_helpers import digits, http, ort_outputs, running_server, server_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -30,24 +29,6 @@ INFER = "/v2/models/digits/infer"
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-@cache
-def _session(model: Path) -> Any:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-
-
-def ort_outputs(model: Path, array: np.ndarray) -> dict[str, np.ndarray]:
-    """What a plain local ONNX Runtime session on ``model`` answers."""
-    session = _session(model)
-    logits, probabilities = session.run(["logits", "probabilities"], {"input": array})
-    return {"logits": logits, "probabilities": probabilities}
-
-
-def digits(batch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 16, (batch, 1, 8, 8)).astype(np.float32)
 
 
 def json_body(array: np.ndarray, **extra: Any) -> bytes:

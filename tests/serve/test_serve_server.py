@@ -14,21 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_helpers import BODY_LIMIT, error_of, http, running_server
+from serve_helpers import BODY_LIMIT, digits, error_of, http, ort_outputs, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-def local_run(bundle: Path, array: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    logits, probabilities = session.run(["logits", "probabilities"], {"input": array})
-    return {"logits": logits, "probabilities": probabilities}
-
-
-def digits(batch: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 16, (batch, 1, 8, 8)).astype(np.float32)
 
 
 def test_health_and_metadata_through_tritonclient(server: int) -> None:
@@ -52,7 +40,7 @@ def test_infer_through_tritonclient_equals_local_onnxruntime(
     import tritonclient.http as triton
 
     array = digits(5, seed=int(binary_in) * 2 + int(binary_out))
-    expected = local_run(exported_digits / "bundle", array)
+    expected = ort_outputs(exported_digits / "bundle" / "model.onnx", array)
     client = triton.InferenceServerClient(url=f"127.0.0.1:{server}")
     tensor = triton.InferInput("input", list(array.shape), "FP32")
     tensor.set_data_from_numpy(array, binary_data=binary_in)
@@ -87,7 +75,9 @@ def test_concurrent_requests_are_batched_and_split_back(server: int, exported_di
             continue
         assert status == 200, document
         logits = np.asarray(document["outputs"][0]["data"], dtype=np.float32).reshape(document["outputs"][0]["shape"])
-        np.testing.assert_allclose(logits, local_run(exported_digits / "bundle", arrays[index])["logits"], rtol=1e-5)
+        np.testing.assert_allclose(
+            logits, ort_outputs(exported_digits / "bundle" / "model.onnx", arrays[index])["logits"], rtol=1e-5
+        )
     _, _, text = http(server, "GET", "/metrics")
     metrics = text.decode()
     for name in ("torchport_requests_total", "torchport_errors_total", "torchport_request_duration_seconds_bucket"):

@@ -57,5 +57,12 @@ def node_modules() -> Path | None:
     return None
 
 
+def node_modules_env() -> dict[str, str]:
+    """The environment of a Node.js runner: where the pinned npm packages are (runner.mjs and the browser server
+    resolve onnxruntime-* from it)."""
+    found = node_modules()
+    return {"TORCHPORT_NODE_MODULES": str(found)} if found else {}
+
+
 def which_node() -> str | None:
     return shutil.which("node")

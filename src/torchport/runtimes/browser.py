@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from torchport.runtimes.base import Runtime, node_modules, which_node
+from torchport.runtimes.base import Runtime, node_modules, node_modules_env, which_node
 
 README = """
 # Browser runner (onnxruntime-web, WASM, headless Chromium)
@@ -50,11 +50,6 @@ def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[st
     return [node, server, str(bundle), str(out), "--artifact", artifact, "--chromium", chromium() or "chromium"]
 
 
-def env() -> dict[str, str]:
-    found = node_modules()
-    return {"TORCHPORT_NODE_MODULES": str(found)} if found else {}
-
-
 RUNTIME = Runtime(
     name="browser",
     engine="onnxruntime-web",
@@ -64,6 +59,6 @@ RUNTIME = Runtime(
     readme=README,
     missing=missing,
     command=command,
-    env=env,
+    env=node_modules_env,
     timeout_s=120.0,
 )

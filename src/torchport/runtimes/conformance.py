@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,16 +112,26 @@ def _read_outputs(out: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return result, arrays
 
 
+def read_golden(bundle: Bundle) -> dict[str, np.ndarray]:
+    """The bundle's golden outputs by name, read and checksummed once for every runtime and artifact."""
+    return {tensor.name: bundle.read_tensor(tensor) for tensor in bundle.manifest.golden.outputs}
+
+
 def judge(
-    bundle: Bundle, artifact: Artifact, arrays: dict[str, np.ndarray], tol: Tolerance
+    bundle: Bundle,
+    artifact: Artifact,
+    arrays: dict[str, np.ndarray],
+    tol: Tolerance,
+    golden_outputs: Mapping[str, np.ndarray],
 ) -> tuple[dict[str, OutputParity], list[str]]:
-    """Per golden output: the parity numbers, and a line for each output that fails."""
+    """Per golden output (``golden_outputs``, from :func:`read_golden`): the parity numbers, and a line for each
+    output that fails."""
     classifier = bundle.manifest.task == "classification"
     reduced = artifact.precision != "fp32"
     parities: dict[str, OutputParity] = {}
     problems: list[str] = []
     for golden in bundle.manifest.golden.outputs:
-        want = bundle.read_tensor(golden)
+        want = golden_outputs[golden.name]
         got = arrays.get(golden.name)
         if got is None:
             problems.append(f"output '{golden.name}' is missing")
@@ -168,8 +178,10 @@ def _run_process(argv: list[str], timeout_s: float, env: dict[str, str]) -> tupl
         return proc.returncode, stdout, stderr
 
 
-def run_one(runtime: Runtime, bundle: Bundle, artifact: Artifact, runner_dir: Path) -> ConformanceResult:
-    """Run one runner on one artifact in a subprocess and judge its outputs."""
+def run_one(
+    runtime: Runtime, bundle: Bundle, artifact: Artifact, runner_dir: Path, golden_outputs: Mapping[str, np.ndarray]
+) -> ConformanceResult:
+    """Run one runner on one artifact in a subprocess and judge its outputs against ``golden_outputs``."""
     tol = _tolerance(bundle, artifact)
     base = {
         "runtime": runtime.name,
@@ -199,7 +211,7 @@ def run_one(runtime: Runtime, bundle: Bundle, artifact: Artifact, runner_dir: Pa
             result, arrays = _read_outputs(out)
         except (OSError, ValueError, KeyError, TorchportError) as exc:
             return ConformanceResult(status="error", reason=f"unreadable result: {exc}", seconds=seconds, **base)
-    parities, problems = judge(bundle, artifact, arrays, tol)
+    parities, problems = judge(bundle, artifact, arrays, tol, golden_outputs)
     base["engine"] = str(result.get("runtime", runtime.engine))
     return ConformanceResult(
         version=str(result.get("version", "")),
@@ -224,11 +236,15 @@ def run_conformance(
             if reason:
                 raise RuntimeMissing(f"runtime '{runtime.name}' cannot run here: {reason}")
     results: list[ConformanceResult] = []
+    golden_outputs: dict[str, np.ndarray] | None = None  # read once, when the first runner is about to run
     for runtime in chosen:
         artifacts = [
             a for a in bundle.manifest.artifacts if a.kind in runtime.kinds and a.precision in runtime.precisions
         ]
-        reason = runtime.missing() if artifacts else f"the bundle has no {'/'.join(runtime.kinds)} artifact"
+        if not artifacts:
+            reason = f"the bundle has no {'/'.join(runtime.kinds)} artifact"
+        else:  # explicitly named runtimes were all checked above
+            reason = None if explicit else runtime.missing()
         if reason:
             first = artifacts[0].path if artifacts else "-"
             results.append(
@@ -244,7 +260,9 @@ def run_conformance(
             )
             continue
         runner_dir = install_files(runtime, bundle.root)
-        results.extend(run_one(runtime, bundle, artifact, runner_dir) for artifact in artifacts)
+        if golden_outputs is None:
+            golden_outputs = read_golden(bundle)
+        results.extend(run_one(runtime, bundle, artifact, runner_dir, golden_outputs) for artifact in artifacts)
     if save:
         bundle.manifest.conformance = results
         bundle.save()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchport.runtimes.base import Runtime, node_modules, which_node
+from torchport.runtimes.base import Runtime, node_modules, node_modules_env, which_node
 
 README = """
 # Node.js runner (onnxruntime-node)
@@ -28,11 +28,6 @@ def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[st
     return [which_node() or "node", str(runner_dir / "runner.mjs"), str(bundle), str(out), "--artifact", artifact]
 
 
-def env() -> dict[str, str]:
-    found = node_modules()
-    return {"TORCHPORT_NODE_MODULES": str(found)} if found else {}
-
-
 RUNTIME = Runtime(
     name="node",
     engine="onnxruntime-node",
@@ -42,6 +37,6 @@ RUNTIME = Runtime(
     readme=README,
     missing=missing,
     command=command,
-    env=env,
+    env=node_modules_env,
     timeout_s=120.0,
 )

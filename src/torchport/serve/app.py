@@ -168,10 +168,6 @@ _INFER_BODY = {
 }
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 @dataclass(frozen=True)
 class Reply:
     """A response as the infer handler builds it: sent as raw ASGI messages, or wrapped in a Starlette Response."""
@@ -192,6 +188,16 @@ class Reply:
         headers += [(key.encode("latin-1"), value.encode("latin-1")) for key, value in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+def error(status: int, message: str) -> Response:
+    return Reply.error(status, message).response()
+
+
+def unexpected_error(exc: BaseException) -> Reply:
+    """Log an unexpected exception and answer 400, so that no request produces a 500."""
+    log.error("unexpected %s", type(exc).__name__, exc_info=exc)
+    return Reply.error(400, f"the request could not be processed ({type(exc).__name__})")
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -298,8 +304,7 @@ def create_app(repository: Repository, settings: Settings | None = None) -> ASGI
         return error(400, f"bad request: {str(exc)[:200]}")
 
     async def unexpected(_: Request, exc: Exception) -> Response:
-        log.error("unexpected %s", type(exc).__name__, exc_info=exc)
-        return error(400, f"the request could not be processed ({type(exc).__name__})")
+        return unexpected_error(exc).response()
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -485,8 +490,7 @@ class ASGIWrapper:
         except ClientDisconnect:
             reply = Reply.error(400, "the client disconnected before sending the whole request")
         except Exception as exc:
-            log.error("unexpected %s", type(exc).__name__, exc_info=exc)
-            reply = Reply.error(400, f"the request could not be processed ({type(exc).__name__})")
+            reply = unexpected_error(exc)
         await reply.send(send)
         return reply.status, len(reply.body)
 
@@ -510,8 +514,7 @@ class ASGIWrapper:
             raise
         except Exception as exc:
             if status == 0:
-                log.error("unexpected %s", type(exc).__name__, exc_info=exc)
-                reply = Reply.error(400, f"the request could not be processed ({type(exc).__name__})")
+                reply = unexpected_error(exc)
                 await reply.send(send)
                 status, sent = reply.status, len(reply.body)
         return status, sent

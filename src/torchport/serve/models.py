@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from torchport.bundle.manifest import Artifact, Bundle, TensorSpec, read_bundle
+from torchport.bundle.manifest import TensorSpec, read_bundle
 from torchport.errors import BundleError, UsageError
 from torchport.serve.batcher import Arrays, DynamicBatcher
-from torchport.serve.protocol import DATATYPES, tensor_metadata
+from torchport.serve.protocol import tensor_metadata
+from torchport.verify.runners import onnxruntime_session
 
 DEFAULT_VERSION = "1"
 _ORT_TYPES = {
@@ -35,36 +36,21 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def make_session(path: Path, threads: int) -> Any:
-    """An ORT CPU session like ``torchport.verify.runners.onnxruntime_session`` (without importing torch)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 @dataclass
 class ServedModel:
     name: str
     version: str
-    artifact: Artifact
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     run: Callable[[Arrays], Arrays]
     batcher: DynamicBatcher | None = None
-    aliases: list[str] = field(default_factory=list)
 
     @property
     def mergeable(self) -> bool:
         return all(spec.shape[:1] == ["batch"] for spec in [*self.inputs, *self.outputs])
 
 
-def _runner(session: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Callable[[Arrays], Arrays]:
+def _runner(session: Any, outputs: list[TensorSpec]) -> Callable[[Arrays], Arrays]:
     """Feed arrays in the manifest's dtypes; cast to what the session wants (fp16 variants) and back."""
     wanted = {meta.name: _ORT_TYPES.get(meta.type) for meta in session.get_inputs()}
     names = [spec.name for spec in outputs]
@@ -127,19 +113,12 @@ class Repository:
         }
 
 
-def _check_dtypes(bundle: Bundle) -> None:
-    for spec in [*bundle.manifest.inputs, *bundle.manifest.outputs]:
-        if spec.dtype not in DATATYPES:
-            raise BundleError(f"{bundle.root}: tensor '{spec.name}' has dtype {spec.dtype}, which cannot be served")
-
-
 def load_repository(bundles: list[Path], threads: int | None = None, variants: bool = True) -> Repository:
     """Read every bundle, open one session per ONNX artifact, warm it, and index it by name and version."""
     threads = threads or default_threads()
     repository = Repository()
     for root in bundles:
         bundle = read_bundle(Path(root))
-        _check_dtypes(bundle)
         manifest = bundle.manifest
         onnx = [a for a in manifest.artifacts if a.kind == "onnx"]
         base = [a for a in onnx if a.variant is None]
@@ -149,19 +128,16 @@ def load_repository(bundles: list[Path], threads: int | None = None, variants: b
         if variants:
             chosen += [(str(a.variant), a) for a in onnx if a.variant is not None]
         for version, artifact in chosen:
-            session = make_session(bundle.verified_path(artifact), threads)
+            session = onnxruntime_session(bundle.verified_path(artifact), threads)
             model = ServedModel(
                 name=manifest.name,
                 version=version,
-                artifact=artifact,
                 inputs=manifest.inputs,
                 outputs=manifest.outputs,
-                run=_runner(session, manifest.inputs, manifest.outputs),
+                run=_runner(session, manifest.outputs),
             )
             _warm(model)
             repository.add(model, manifest.name, version)
             if version != DEFAULT_VERSION:
-                alias = f"{manifest.name}.{version}"
-                repository.add(model, alias, DEFAULT_VERSION)
-                model.aliases.append(alias)
+                repository.add(model, f"{manifest.name}.{version}", DEFAULT_VERSION)
     return repository

@@ -16,18 +16,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from torchport.bundle.manifest import TensorSpec
+from torchport.bundle.manifest import DTYPES, TensorSpec
 
 #: manifest dtype -> v2 datatype
 DATATYPES: dict[str, str] = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
 #: v2 datatype -> little-endian NumPy dtype
-NUMPY: dict[str, np.dtype[Any]] = {
-    "FP32": np.dtype("<f4"),
-    "FP16": np.dtype("<f2"),
-    "INT64": np.dtype("<i8"),
-    "INT32": np.dtype("<i4"),
-    "UINT8": np.dtype("u1"),
-}
+NUMPY: dict[str, np.dtype[Any]] = {DATATYPES[dtype]: np.dtype(numpy) for dtype, numpy in DTYPES.items()}
 HEADER_LENGTH = "inference-header-content-length"
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 CHUNK = 256
@@ -23,6 +26,8 @@ def chunked(run_batch: Runner) -> Runner:
 
 
 def torch_runner(module: torch.nn.Module, output_names: list[str]) -> Runner:
+    import torch
+
     def run(inputs: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
             outputs = module(torch.from_numpy(np.ascontiguousarray(inputs)))
@@ -57,6 +62,8 @@ def onnx_runner(path: Path) -> Runner:
 
 
 def aoti_runner(path: Path, output_names: list[str]) -> Runner:
+    import torch
+
     compiled = torch._inductor.aoti_load_package(str(path))
 
     def run(inputs: np.ndarray) -> dict[str, np.ndarray]:
