@@ -20,20 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from variants import export, resnet18  # the model and exporter of benchmarks/variants.py
+from variants import export, int8_settings, resnet18  # the model, exporter and INT8 settings of variants.py
 
 from torchport.bench import bench_contenders, bench_table
 from torchport.bench.bundle import resolve_threads, write_outputs
 from torchport.bench.contenders import model_contenders
 from torchport.bench.peak import count_flops
-from torchport.config import ExportConfig
+from torchport.cli import int_list, threads_list
 from torchport.export.optimize import build_variant
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 64])
-    parser.add_argument("--threads", type=lambda s: s.split(","), default=["1", "all"], help="e.g. 1,all")
+    parser.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64], help="comma-separated")
+    parser.add_argument("--threads", type=threads_list, default=[1, "all"], help="e.g. 1,all")
     parser.add_argument("--iterations", type=int, default=50, help="most timed calls per contender and cell")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per contender and cell")
     parser.add_argument("--variants", default="optimized,int8,fp16")
@@ -47,13 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     model = resnet18()
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, 3, 224, 224), dtype=np.float32) for b in args.batch_sizes}
-    settings = ExportConfig(
-        int8_mode="static",
-        per_channel=args.per_channel,
-        int8_activations=args.int8_activations,
-        calibration_method="minmax",
-        calibration_samples=32,
-    )
+    settings = int8_settings(args.per_channel, args.int8_activations)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         fp32 = export(model, torch.from_numpy(rng.standard_normal((2, 3, 224, 224), dtype=np.float32)), work / "m.onnx")
@@ -69,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             "ResNet-18 3x224x224 (random weights)",
             model_contenders(model, paths, compile=not args.no_compile),
             inputs,
-            resolve_threads([t if t == "all" else int(t) for t in args.threads]),
+            resolve_threads(args.threads),
             iterations=args.iterations,
             budget_s=args.budget,
             warmup=1,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchport.bench.inference import iterations_for
 from torchport.config import ExportConfig
 from torchport.export.measure import time_calls
 from torchport.export.optimize import build_variant, quiet
@@ -136,10 +137,6 @@ def resnet_subject(work: Path, batches: list[int]) -> Subject:
 # --- measuring -----------------------------------------------------------------------------------------------
 
 
-def iterations_for(seconds_per_call: float, budget_s: float, least: int, most: int) -> int:
-    return int(max(least, min(most, budget_s / max(seconds_per_call, 1e-6))))
-
-
 def measure(call: object, budget_s: float, least: int, most: int) -> tuple[float, float]:
     assert callable(call)
     started = time.perf_counter()
@@ -167,14 +164,16 @@ def ort_latency(
     return measure(lambda: session.run(None, feed), args.budget, args.least, args.most)
 
 
-def build_variants(subject: Subject, work: Path, args: argparse.Namespace) -> dict[str, Path]:
-    settings = ExportConfig(
-        int8_mode="static",
-        per_channel=args.per_channel,
-        int8_activations=args.int8_activations,
-        calibration_method="minmax",
-        calibration_samples=256,
+def int8_settings(per_channel: bool, activations: str) -> ExportConfig:
+    """Static QDQ INT8 calibrated by min/max on the calibration array given to build_variant (its length is the
+    sample count recorded)."""
+    return ExportConfig(
+        int8_mode="static", per_channel=per_channel, int8_activations=activations, calibration_method="minmax"
     )
+
+
+def build_variants(subject: Subject, work: Path, args: argparse.Namespace) -> dict[str, Path]:
+    settings = int8_settings(args.per_channel, args.int8_activations)
     paths = {"fp32": subject.onnx_path}
     for variant in VARIANTS[1:]:
         target = work / f"{subject.onnx_path.stem}.{variant}.onnx"

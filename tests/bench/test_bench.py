@@ -12,7 +12,7 @@ from rich.console import Console
 
 from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, read_result
 from torchport.bench.bundle import bundle_onnx, resolve_threads
-from torchport.bench.inference import EAGER, ORT_FP32
+from torchport.bench.inference import EAGER, ORT_FP32, _add_rates
 from torchport.bench.peak import count_flops, estimate_peak, physical_cores
 from torchport.bench.plots import latency_png, throughput_png
 from torchport.bundle.manifest import read_bundle
@@ -136,10 +136,22 @@ def test_flops_are_counted_for_linear_and_conv_layers() -> None:
     assert count_flops(conv, np.zeros((2, 1, 8, 8), np.float32)) == 2 * 2 * 8 * 8 * 8 * 9
 
 
-def test_all_threads_is_every_cpu_and_duplicates_go() -> None:
-    cpus = len(os.sched_getaffinity(0))
-    assert resolve_threads([1, "all"]) == list(dict.fromkeys([1, cpus]))
-    assert resolve_threads(["all", 2, 2]) == list(dict.fromkeys([cpus, 2]))
+def test_all_threads_is_every_cpu_and_duplicates_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3})
+    assert resolve_threads([1, "all"]) == [1, 4]
+    assert resolve_threads(["all", 2, 2]) == [4, 2]
+    assert resolve_threads([4, "all"]) == [4]
+
+
+def test_rates_use_the_model_flops_and_cap_the_peak_at_the_physical_cores() -> None:
+    rows = [
+        Measurement(name, "fake", None, 1, threads, 2.0, 3.0, 500.0, 5, 0.0, precision=precision)
+        for name, threads, precision in (("a", 8, "fp32"), ("b", 2, "fp32"), ("c", 8, "int8"))
+    ]
+    result = BenchResult("fake", "m", [1], [2, 8], rows, flops={1: 4_000_000_000})
+    _add_rates(result, per_core_gflops=100.0, cores=4)
+    assert [m.gflops for m in rows] == [2000.0, 2000.0, 2000.0]  # 4e9 FLOP in 2 ms
+    assert [m.peak_fraction for m in rows] == [5.0, 10.0, None]  # 8 threads get 4 cores' peak; int8 is not compared
 
 
 def test_hyperthread_siblings_count_as_one_core(tmp_path: Path) -> None:

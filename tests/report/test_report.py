@@ -18,6 +18,7 @@ from torchport.config import load_config
 from torchport.pipeline import optimize_stage
 from torchport.report.figures import parity_errors
 from torchport.report.html import write_report
+from torchport.runtimes import browser
 from torchport.runtimes.conformance import conformance_command
 
 CHROMIUM_FLAGS = [
@@ -45,7 +46,7 @@ PROBE = """<script>window.addEventListener('load', function () {
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = browser.chromium()  # the conformance runner's lookup: $CHROMIUM, then the usual names
     if found:
         return found
     if os.environ.get("CI", "").lower() == "true":

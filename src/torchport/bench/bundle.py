@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -17,7 +18,6 @@ from torchport.bundle.manifest import Bundle, read_bundle
 from torchport.errors import UsageError
 
 BATCHES = (1, 8, 64)
-THREADS: tuple[int | str, ...] = (1, "all")
 
 
 def resolve_threads(values: Sequence[int | str]) -> list[int]:
@@ -47,14 +47,15 @@ def bundle_onnx(bundle: Bundle) -> dict[str, Path]:
 def bench_bundle(
     bundle_dir: Path,
     batches: Sequence[int] = BATCHES,
-    threads: Sequence[int] = (1,),
+    threads: Sequence[int | str] = (1,),
     iterations: int = 100,
     budget_s: float = 2.0,
     compile: bool = True,
     console: Console | None = None,
     total_budget_s: float | None = None,
 ) -> BenchResult:
-    """``budget_s`` is per contender and cell; ``total_budget_s``, when given, is shared out over them instead."""
+    """``threads`` may say "all"; ``budget_s`` is per contender and cell; ``total_budget_s``, when given, is shared
+    out over them instead."""
     from torchport.export.deployable import load_trained_run
 
     bundle = read_bundle(bundle_dir)
@@ -68,14 +69,15 @@ def bench_bundle(
     pt2 = next((a for a in bundle.manifest.artifacts if a.kind == "aoti"), None)
     aoti = bundle.verified_path(pt2) if pt2 is not None else None
     contenders = model_contenders(run.module, bundle_onnx(bundle), compile=compile, aoti=aoti)
+    counts = resolve_threads(threads)
     if total_budget_s is not None:
-        budget_s = total_budget_s / max(1, len(batches) * len(threads) * len(contenders))
+        budget_s = total_budget_s / max(1, len(batches) * len(counts) * len(contenders))
     progress = (lambda text: console.log(text)) if console is not None else (lambda _: None)
     return bench_contenders(
         bundle.manifest.name,
         contenders,
         bundle_inputs(bundle, batches),
-        threads,
+        counts,
         iterations=iterations,
         budget_s=budget_s,
         progress=progress,
@@ -152,19 +154,10 @@ def write_outputs(result: BenchResult, run_dir: Path, json_path: Path | None = N
     return written
 
 
-def bench_stage(
-    bundle_dir: Path,
-    console: Console,
-    batches: Sequence[int] = BATCHES,
-    threads: Sequence[int] = (1,),
-    iterations: int = 100,
-    budget_s: float = 2.0,
-    compile: bool = True,
-    json_path: Path | None = None,
-    total_budget_s: float | None = None,
-) -> BenchResult:
-    """Measure, print the ratio table, write RUN_DIR/bench.json and the plots, and refresh an existing report."""
-    result = bench_bundle(bundle_dir, batches, threads, iterations, budget_s, compile, console, total_budget_s)
+def bench_stage(bundle_dir: Path, console: Console, json_path: Path | None = None, **options: Any) -> BenchResult:
+    """Measure (``options`` as `bench_bundle` takes them), print the ratio table, write RUN_DIR/bench.json and the
+    plots, and refresh an existing report."""
+    result = bench_bundle(bundle_dir, console=console, **options)
     console.print(bench_table(result))
     for note in result.notes:
         console.print(f"[yellow]note[/] {note}")

@@ -113,7 +113,7 @@ def openvino_available() -> bool:
 
 
 def model_contenders(
-    module: Any, onnx: dict[str, Path], compile: bool = True, aoti: Path | None = None, openvino: bool = True
+    module: Any, onnx: dict[str, Path], compile: bool = True, aoti: Path | None = None
 ) -> list[Contender]:
     """Eager first (the reference), torch.compile, the .pt2, ``ort <name>`` for each path (``fp32`` first), then
     OpenVINO on the fp32 model when it is installed."""
@@ -126,6 +126,6 @@ def model_contenders(
         label = {"fp32": ORT_FP32, "ort": "ort .ort format"}.get(name, f"ort {name}")
         precision = name if name in ("int8", "fp16") else "fp32"
         contenders.append(ort_contender(label, path, precision=precision))
-    if openvino and "fp32" in onnx and openvino_available():
+    if "fp32" in onnx and openvino_available():
         contenders.append(openvino_contender(onnx["fp32"]))
     return contenders

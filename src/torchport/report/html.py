@@ -6,11 +6,15 @@ import base64
 import html
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchport.bundle.manifest import Manifest, read_bundle
 from torchport.report.figures import curves_png, parity_png
+
+if TYPE_CHECKING:
+    from torchport.bench.inference import BenchResult
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -175,11 +179,16 @@ def _variants_section(manifest: Manifest, bundle: Path) -> str:
     return f"<h2 id='variants'>Variants</h2>{left_out}{_table(headers, rows)}{_reproduce(command)}"
 
 
+def _plot(written: Path, draw: Callable[[BenchResult], bytes], result: BenchResult) -> bytes:
+    """The PNG `torchport bench` wrote beside bench.json, or drawn from it when it is not there."""
+    return written.read_bytes() if written.is_file() else draw(result)
+
+
 def _bench_section(run_dir: Path) -> str:
     """The ratio table and plots of ``RUN_DIR/bench.json`` (written by `torchport bench`); the plots are re-drawn."""
     from torchport.bench.bundle import HEADERS, flops_line, table_rows
     from torchport.bench.inference import read_result
-    from torchport.bench.plots import latency_png, throughput_png
+    from torchport.bench.plots import LATENCY_PNG, THROUGHPUT_PNG, latency_png, throughput_png
 
     result = read_result(run_dir / "bench.json")
 
@@ -204,8 +213,8 @@ def _bench_section(run_dir: Path) -> str:
         "are faster than the reference, measured in the same run with the contenders interleaved.</p>"
         + (f"<p class='small'>{html.escape(flops)}</p>" if flops else "")
         + f"{notes}{_table(HEADERS, rows)}"
-        + _image(latency_png(result), "latency by batch size")
-        + _image(throughput_png(result), "throughput")
+        + _image(_plot(run_dir / LATENCY_PNG, latency_png, result), "latency by batch size")
+        + _image(_plot(run_dir / THROUGHPUT_PNG, throughput_png, result), "throughput")
         + _reproduce(command)
     )
 
