@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from torchport.errors import first_line
+
 Arrays = dict[str, np.ndarray]
 log = logging.getLogger("torchport.serve")
 
@@ -191,7 +193,7 @@ def _settle(item: _Item, results: Arrays | None = None, exc: BaseException | Non
     if item.future.done():
         return
     if exc is not None:
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc, type(exc).__name__)[:300]
         item.future.set_exception(InferenceFailed(f"the model could not run this input: {message}"))
     else:
         assert results is not None
