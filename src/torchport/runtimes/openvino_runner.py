@@ -6,7 +6,6 @@ bundle, ``python runners/openvino/openvino_runner.py BUNDLE OUT_DIR``). Needs on
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +44,7 @@ def run(bundle: Path, out_dir: Path, artifact_path: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--artifact", help="bundle path of the ONNX artifact (default: the fp32 model.onnx)")
-    args = parser.parse_args(argv)
-    return rawio.main_guard(lambda: print(run(args.bundle, args.out_dir, args.artifact)))
+    return rawio.runner_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ not match, and writes a runner's outputs in the bundle's raw format (little-endi
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import statistics
@@ -120,6 +121,16 @@ def write_result(
     }
     (out_dir / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     return out_dir / RESULT
+
+
+def runner_main(run: Callable[[Path, Path, str | None], Path], doc: str | None, argv: list[str] | None) -> int:
+    """The command line every Python runner takes: ``BUNDLE OUT_DIR [--artifact PATH]``; prints the result file."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--artifact", help="bundle path of the artifact to run (default: the fp32 model)")
+    args = parser.parse_args(argv)
+    return main_guard(lambda: print(run(args.bundle, args.out_dir, args.artifact)))
 
 
 def main_guard(run: Callable[[], None]) -> int:
