@@ -88,6 +88,7 @@ async function main() {
       }
       let file = null;
       if (url.pathname === "/" || url.pathname === "/index.html") file = path.join(HERE, "browser_index.html");
+      else if (url.pathname === "/bundle_checks.mjs") file = path.join(HERE, "bundle_checks.mjs");
       else if (url.pathname.startsWith("/bundle/")) file = inside(bundle, url.pathname.slice("/bundle/".length));
       else if (url.pathname.startsWith("/ort/")) file = inside(dist, url.pathname.slice("/ort/".length));
       if (!file || !existsSync(file)) return send(404, "not found");

@@ -69,11 +69,53 @@ def pick_artifact(manifest: dict[str, Any], path: str | None, kinds: tuple[str, 
     raise RunnerError(f"the manifest lists no {wanted}")
 
 
+def _shape_text(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def check_inputs(manifest: dict[str, Any]) -> None:
+    """Refuse golden inputs that do not match the inputs the manifest declares (name, dtype, shape; "batch" matches
+    any first dimension), before anything runs: a mismatch would otherwise surface as a runtime's own cryptic
+    error, or worse, as numbers computed from bytes read as the wrong type."""
+    declared = {spec["name"]: spec for spec in manifest["inputs"]}
+    golden = {entry["name"]: entry for entry in manifest["golden"]["inputs"]}
+    for name in declared.keys() - golden.keys():
+        raise RunnerError(
+            f"input '{name}': the manifest declares it but golden/ has no tensor of that name; refusing it"
+        )
+    for name, entry in golden.items():
+        spec = declared.get(name)
+        if spec is None:
+            raise RunnerError(f"golden input '{name}' is not among the manifest's inputs; refusing it")
+        if entry["dtype"] != spec["dtype"]:
+            raise RunnerError(
+                f"input '{name}': the manifest declares dtype {spec['dtype']}, the golden tensor is "
+                f"{entry['dtype']}; refusing it"
+            )
+        want, got = spec["shape"], entry["shape"]
+        if len(want) != len(got) or any(w != "batch" and w != g for w, g in zip(want, got, strict=True)):
+            raise RunnerError(
+                f"input '{name}': the manifest declares shape {_shape_text(want)}, the golden tensor is "
+                f"{_shape_text(got)}; refusing it"
+            )
+        if entry["dtype"] not in NUMPY_DTYPES:
+            raise RunnerError(f"dtype {entry['dtype']} is not supported by this runner")
+
+
 def golden_inputs(root: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The golden inputs, checksummed and checked against the manifest's declared inputs."""
+    raw = {entry["name"]: checked_file(root, entry).read_bytes() for entry in manifest["golden"]["inputs"]}
+    check_inputs(manifest)
     inputs = {}
     for entry in manifest["golden"]["inputs"]:
-        raw = checked_file(root, entry).read_bytes()
-        array = np.frombuffer(raw, dtype=NUMPY_DTYPES[entry["dtype"]]).astype(entry["dtype"])
+        dtype = np.dtype(NUMPY_DTYPES[entry["dtype"]])
+        need = int(np.prod(entry["shape"])) * dtype.itemsize
+        if len(raw[entry["name"]]) != need:
+            raise RunnerError(
+                f"golden input '{entry['name']}' holds {len(raw[entry['name']])} bytes, its shape "
+                f"{_shape_text(entry['shape'])} and dtype {entry['dtype']} need {need}; refusing it"
+            )
+        array = np.frombuffer(raw[entry["name"]], dtype=dtype).astype(entry["dtype"])
         inputs[entry["name"]] = array.reshape(entry["shape"])
     return inputs
 

@@ -252,6 +252,42 @@ std::string dtype_name(at::ScalarType type) {
   }
 }
 
+std::string shape_text(const Json& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.items.size(); ++i) {
+    const Json& d = shape.items[i];
+    text += (i ? ", " : "") + (d.kind == Json::String ? d.text : std::to_string(static_cast<int64_t>(d.number)));
+  }
+  return text + "]";
+}
+
+// Refuse golden inputs that do not match the inputs the manifest declares (name, dtype, shape; "batch" matches any
+// first dimension) before anything runs: a mismatch would otherwise surface as a cryptic error or misread bytes.
+void check_inputs(const Json& manifest) {
+  std::map<std::string, const Json*> declared, golden;
+  for (const Json& spec : manifest["inputs"].items) declared[spec["name"].text] = &spec;
+  for (const Json& entry : manifest["golden"]["inputs"].items) golden[entry["name"].text] = &entry;
+  for (const auto& [name, spec] : declared)
+    if (!golden.count(name))
+      throw Refusal("input '" + name + "': the manifest declares it but golden/ has no tensor of that name; refusing it");
+  for (const auto& [name, entry] : golden) {
+    auto found = declared.find(name);
+    if (found == declared.end()) throw Refusal("golden input '" + name + "' is not among the manifest's inputs; refusing it");
+    const Json& spec = *found->second;
+    if (spec["dtype"].text != (*entry)["dtype"].text)
+      throw Refusal("input '" + name + "': the manifest declares dtype " + spec["dtype"].text +
+                    ", the golden tensor is " + (*entry)["dtype"].text + "; refusing it");
+    const auto& want = spec["shape"].items;
+    const auto& got = (*entry)["shape"].items;
+    bool fits = want.size() == got.size();
+    for (size_t i = 0; fits && i < want.size(); ++i)
+      fits = want[i].kind == Json::String ? want[i].text == "batch" : want[i].number == got[i].number;
+    if (!fits)
+      throw Refusal("input '" + name + "': the manifest declares shape " + shape_text(spec["shape"]) +
+                    ", the golden tensor is " + shape_text((*entry)["shape"]) + "; refusing it");
+  }
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   size_t n = values.size();
@@ -287,14 +323,20 @@ int run(int argc, char** argv) {
   checked_file(root, *artifact);  // the loader reads the file itself; the checksum is verified first
   fs::path package = safe_path(root, (*artifact)["path"].text);
 
+  std::vector<std::string> golden;
+  for (const Json& entry : manifest["golden"]["inputs"].items) golden.push_back(checked_file(root, entry));
+  check_inputs(manifest);
   std::vector<at::Tensor> inputs;
-  for (const Json& entry : manifest["golden"]["inputs"].items) {
-    std::string bytes = checked_file(root, entry);
+  for (size_t g = 0; g < golden.size(); ++g) {
+    const Json& entry = manifest["golden"]["inputs"].items[g];
+    const std::string& bytes = golden[g];
     std::vector<int64_t> shape;
     for (const Json& d : entry["shape"].items) shape.push_back(static_cast<int64_t>(d.number));
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(scalar_type(entry["dtype"].text)));
     if (static_cast<size_t>(t.nbytes()) != bytes.size())
-      throw Refusal("golden input '" + entry["name"].text + "' size does not match its shape");
+      throw Refusal("golden input '" + entry["name"].text + "' holds " + std::to_string(bytes.size()) +
+                    " bytes, its shape " + shape_text(entry["shape"]) + " and dtype " + entry["dtype"].text +
+                    " need " + std::to_string(t.nbytes()) + "; refusing it");
     std::memcpy(t.data_ptr(), bytes.data(), bytes.size());  // little-endian hosts only (x86-64, arm64)
     inputs.push_back(t);
   }

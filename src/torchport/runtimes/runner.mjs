@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { Refusal, checkInputs, checkSize, median } from "./bundle_checks.mjs";
 
 const base = process.env.TORCHPORT_NODE_MODULES
   ? path.join(process.env.TORCHPORT_NODE_MODULES, "..", "package.json")
@@ -14,8 +15,6 @@ const base = process.env.TORCHPORT_NODE_MODULES
 const require = createRequire(base);
 
 const TYPED = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array, float16: Uint16Array };
-
-class Refusal extends Error {}
 
 function safePath(root, relative) {
   if (!relative || path.isAbsolute(relative) || relative.includes("\\") || relative.split("/").includes("..")) {
@@ -52,12 +51,6 @@ function sliceBatch(ort, tensor, batch) {
   return new ort.Tensor(tensor.type, tensor.data.slice(0, batch * per), [batch, ...tensor.dims.slice(1)]);
 }
 
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 async function main() {
   const args = process.argv.slice(2);
   const at = args.indexOf("--artifact");
@@ -77,9 +70,12 @@ async function main() {
   const ort = require("onnxruntime-node");
   const model = checkedFile(root, artifact);
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, executionProviders: ["cpu"] });
+  const golden = manifest.golden.inputs.map((entry) => [entry, checkedFile(root, entry)]);
+  checkInputs(manifest);
   const feeds = {};
-  for (const entry of manifest.golden.inputs) {
-    feeds[entry.name] = new ort.Tensor(entry.dtype, typedView(checkedFile(root, entry), entry.dtype), entry.shape);
+  for (const [entry, bytes] of golden) {
+    checkSize(entry, bytes.byteLength);
+    feeds[entry.name] = new ort.Tensor(entry.dtype, typedView(bytes, entry.dtype), entry.shape);
   }
   const results = await session.run(feeds);
 
