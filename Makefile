@@ -3,6 +3,8 @@ PYTHON_SYSTEM ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Go and Rust as their own installers lay them out, in case a login shell's PATH is not the one make was given.
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
 .PHONY: demo test test-fast lint format venv clean ci-prereqs
 
@@ -15,7 +17,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# node_modules too where npm exists, so that `torchport conformance runs/digits/bundle` can reach Node.js and the browser
+demo: $(STAMP) $(if $(shell command -v npm),node_modules)
 	$(VENV)/bin/torchport run
 
 test: $(STAMP) ci-prereqs
@@ -28,7 +31,8 @@ node_modules: package.json package-lock.json
 	touch node_modules
 
 # Under CI=true the runtime tests must not skip: install what the conformance runtimes need when it is missing.
-# Elsewhere those tests skip with a reason, so `make test` works on a fresh machine without them.
+# Elsewhere those tests skip with a reason, so `make test` works on a fresh machine without them. Debian's Go and
+# cargo are too old for the Go and Rust runners (Go 1.22+, Rust 1.92+): those come from go.dev and rustup.
 ci-prereqs:
 	@if [ "$$CI" = "true" ]; then \
 	  missing=""; \
@@ -36,8 +40,12 @@ ci-prereqs:
 	  command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	  command -v g++ >/dev/null || missing="$$missing g++"; \
 	  command -v wrk >/dev/null || missing="$$missing wrk"; \
+	  command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	  command -v mvn >/dev/null || missing="$$missing maven"; \
 	  if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi; \
 	  [ -d node_modules ] || npm ci --ignore-scripts --no-audit --no-fund; \
+	  command -v go >/dev/null || { echo "CI needs Go 1.22+ on PATH (go.dev/dl)"; exit 1; }; \
+	  command -v cargo >/dev/null || { echo "CI needs Rust 1.92+ on PATH (rustup)"; exit 1; }; \
 	fi
 
 test-fast: $(STAMP)

@@ -312,11 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     conformance = verb(
         "conformance",
         cmd_conformance,
-        "run the golden inputs in Python/ORT, OpenVINO, Node.js, a browser and C++, and compare with PyTorch",
+        "run the golden inputs in Python/ORT, OpenVINO, Node.js, a browser, C++, Java, Go and Rust against PyTorch",
     )
     conformance.add_argument("bundle", help="a bundle directory (RUN_DIR/bundle)")
     conformance.add_argument(
-        "--runtimes", default="all", help="all (default) or a comma list of python, openvino, node, browser, cpp"
+        "--runtimes",
+        default="all",
+        help="all (default) or a comma list of python, openvino, node, browser, cpp, java, go, rust",
     )
     conformance.add_argument("--json", help="also write the results as JSON to this file")
     bench = verb("bench", cmd_bench, "measure PyTorch eager, torch.compile and each ONNX artifact side by side")

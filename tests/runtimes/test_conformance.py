@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.runtimes.conftest import IN_CI
+from tests.runtimes.conftest import IN_CI, require
 
 from torchport.bundle.manifest import OutputParity, read_bundle, sha256_file
 from torchport.errors import UsageError
@@ -81,11 +81,61 @@ def test_explicit_runtime_without_node_is_exit_2(aoti_digits: Path, tmp_path: Pa
     assert "runtime 'node' cannot run here: node is not on PATH" in proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("java", "java is not on PATH (apt-get install default-jdk-headless)"),
+        ("go", "go is not on PATH (apt-get install golang-go)"),
+        ("rust", "cargo is not on PATH (install Rust with rustup, or apt-get install cargo)"),
+    ],
+)
+def test_explicit_compiled_runtime_without_its_toolchain_is_exit_2(
+    name: str, message: str, aoti_digits: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}
+    proc = conformance(str(aoti_digits), "--runtimes", name, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"runtime '{name}' cannot run here: {message}" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_second_conformance_run_does_not_rebuild(aoti_digits: Path, tmp_path: Path) -> None:
+    """Once built, the compiled runners are found by their sources' digest: the second run passes with every
+    build tool replaced by a stub that fails and leaves a mark."""
+    compiled = ["cpp", "java", "go", "rust"]
+    for name in compiled:
+        require(registry()[name])
+    chosen, _ = choose(",".join(compiled))
+    first = run_conformance(aoti_digits, chosen, explicit=True, save=False)
+    assert {r.status for r in first} == {"passed"}, [r.reason for r in first]
+    java = shutil.which("java")
+    assert java is not None
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "java").symlink_to(java)  # the JVM runs the jar; nothing may compile
+    marks = tmp_path / "called"
+    for tool in ("mvn", "javac", "go", "gcc", "cc", "cargo", "rustc", "g++", "c++"):
+        (bare / tool).write_text(f"#!/bin/sh\necho {tool} >> {marks}\nexit 1\n")
+        (bare / tool).chmod(0o755)
+    previous = os.environ["PATH"]
+    os.environ["PATH"] = str(bare)
+    try:
+        second = run_conformance(aoti_digits, chosen, explicit=True, save=False)
+    finally:
+        os.environ["PATH"] = previous
+    assert not marks.exists(), f"a build tool ran: {marks.read_text().split()}"
+    assert [(r.runtime, r.status) for r in second] == [(r.runtime, "passed") for r in first], [r.reason for r in second]
+
+
 def test_choose_rejects_unknown_runtime() -> None:
-    with pytest.raises(UsageError, match="unknown runtime 'java'"):
-        choose("python,java")
+    with pytest.raises(UsageError, match="unknown runtime 'cobol'"):
+        choose("python,cobol")
     chosen, explicit = choose("all")
-    assert [r.name for r in chosen] == ["python", "openvino", "node", "browser", "cpp"] and not explicit
+    names = ["python", "openvino", "node", "browser", "cpp", "java", "go", "rust"]
+    assert [r.name for r in chosen] == names and not explicit
 
 
 def test_missing_prerequisite_skips_under_all_and_refuses_when_named(exported_digits: Path) -> None:

@@ -1,15 +1,19 @@
-"""Every runner on the digits CNN and the iris MLP; refusals of bad checksums and paths that leave the bundle."""
+"""Every runner on the digits CNN and the iris MLP; refusals of bad checksums, paths that leave the bundle and golden
+inputs that do not match the manifest; the compiled runners' READMEs followed as a user would."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.runtimes.conftest import require
+from tests.runtimes.conftest import BUILD_DIR, require
 
 from torchport.bundle.manifest import read_bundle
 from torchport.runtimes.base import install_files
@@ -20,8 +24,6 @@ TIMEOUT_S = 180
 
 
 def _run_runner(name: str, bundle: Path, artifact: str, out: Path) -> subprocess.CompletedProcess[str]:
-    import os
-
     runtime = registry()[name]
     runner_dir = install_files(runtime, bundle)
     argv = runtime.command(bundle, runner_dir, artifact, out)
@@ -86,3 +88,75 @@ def test_python_runner_outputs_are_raw_little_endian(aoti_iris: Path, tmp_path: 
         got = np.fromfile(tmp_path / "out" / entry["path"], dtype="<f4").reshape(entry["shape"])
         golden = next(t for t in bundle.manifest.golden.outputs if t.name == entry["name"])
         np.testing.assert_allclose(got, bundle.read_tensor(golden), atol=1e-4, rtol=1e-3)
+
+
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The runner's whole stderr, which must be exactly one 'error: ...' line."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_runner_refuses_inputs_that_do_not_match_the_manifest(name: str, aoti_digits: Path, tmp_path: Path) -> None:
+    require(registry()[name])
+    bundle = tmp_path / "bundle"
+    shutil.copytree(aoti_digits, bundle, ignore=shutil.ignore_patterns("runners"))
+    original = json.loads((bundle / "manifest.json").read_text())
+    samples = original["golden"]["samples"]
+    cases = {
+        "dtype": ("int32", "input 'input': the manifest declares dtype int32, the golden tensor is float32"),
+        "shape": (
+            ["batch", 1, 8, 9],
+            f"input 'input': the manifest declares shape [batch, 1, 8, 9], the golden tensor is [{samples}, 1, 8, 8]",
+        ),
+    }
+    for key, (value, message) in cases.items():
+        manifest = json.loads(json.dumps(original))
+        manifest["inputs"][0][key] = value
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        proc = _run_runner(name, bundle, _artifact_for(name), tmp_path / f"out-{key}")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert message in _error_line(proc)
+        assert not (tmp_path / f"out-{key}" / "result.json").exists()
+
+
+def _readme_commands(readme: Path) -> str:
+    """The one ```sh block of a runner's README: the commands a user types in the bundle folder."""
+    blocks = re.findall(r"```sh\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1, f"{readme} should show exactly one sh block"
+    return str(blocks[0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["java", "go", "rust"])
+def test_following_the_runner_readme_reproduces_golden(name: str, aoti_digits: Path, tmp_path: Path) -> None:
+    """Copy the bundle elsewhere and type only what runners/<name>/README.md says, with no torchport around."""
+    require(registry()[name])
+    bundle = tmp_path / "elsewhere" / "bundle"
+    shutil.copytree(aoti_digits, bundle)
+    commands = _readme_commands(bundle / "runners" / name / "README.md")
+    env = {key: value for key, value in os.environ.items() if key not in ("ORT_DYLIB_PATH", "TORCHPORT_BUILD_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # python3 with onnxruntime
+    env["CARGO_TARGET_DIR"] = str(BUILD_DIR / "rust-target")  # cargo's own cache: dependencies compile once
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((bundle / "out" / "result.json").read_text())
+    manifest = read_bundle(bundle).manifest
+    assert result["artifact"] == "model.onnx" and result["latency"][0]["batch"] == 1
+    for golden in manifest.golden.outputs:
+        entry = next(o for o in result["outputs"] if o["name"] == golden.name)
+        got = np.fromfile(bundle / "out" / entry["path"], dtype="<f4").reshape(entry["shape"])
+        np.testing.assert_allclose(got, read_bundle(bundle).read_tensor(golden), atol=1e-4, rtol=1e-3)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +16,7 @@ from pathlib import Path
 from torchport.errors import TorchportError
 
 HERE = Path(__file__).resolve().parent
+BUILD_TIMEOUT_S = 900
 
 
 class RuntimeMissing(TorchportError):
@@ -25,7 +31,8 @@ class Runtime:
     engine: str
     kinds: tuple[str, ...]
     precisions: tuple[str, ...]
-    # files beside the modules that are shipped into bundle/runners/<name>/, and that folder's README text
+    # files shipped into bundle/runners/<name>/ (paths relative to HERE / source_dir, kept as they are), and that
+    # folder's README text
     files: tuple[str, ...]
     readme: str
     missing: Callable[[], str | None]
@@ -33,16 +40,131 @@ class Runtime:
     command: Callable[[Path, Path, str, Path], list[str]]
     env: Callable[[], dict[str, str]] = field(default=lambda: {})
     timeout_s: float = 120.0
+    # the folder beside this module that holds the runner's project (a Maven, Go or cargo project keeps its layout)
+    source_dir: str = ""
 
 
 def install_files(runtime: Runtime, bundle: Path) -> Path:
     """Copy the runner's files into ``bundle/runners/<name>/`` (with its README) and return that folder."""
     target = bundle / "runners" / runtime.name
-    target.mkdir(parents=True, exist_ok=True)
     for name in runtime.files:
-        shutil.copyfile(HERE / name, target / Path(name).name)
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HERE / runtime.source_dir / name, target / name)
+    target.mkdir(parents=True, exist_ok=True)
     (target / "README.md").write_text(runtime.readme.strip() + "\n")
     return target
+
+
+def build_dir(bundle: Path) -> Path:
+    """Where compiled runners are cached: $TORCHPORT_BUILD_DIR, else ``build/`` in the bundle's run directory."""
+    explicit = os.environ.get("TORCHPORT_BUILD_DIR")
+    return Path(explicit) if explicit else bundle.resolve().parent / "build"
+
+
+def cached_build(runtime: Runtime, bundle: Path, salt: str, build: Callable[[Path], None]) -> Path:
+    """The folder holding ``runtime``'s compiled runner, built by ``build(folder)`` only when no folder for these
+    sources (and ``salt``, e.g. the LibTorch version a binary links) exists yet, so a second conformance run never
+    rebuilds. The key needs no compiler to compute: a cached runner runs where no build tool is left.
+
+    The build writes into a temporary sibling that is renamed into place only when it succeeds: an interrupted
+    or failed build leaves nothing that looks finished.
+    """
+    digest = hashlib.sha256(salt.encode())
+    for name in sorted(runtime.files):
+        digest.update(name.encode() + b"\0" + (HERE / runtime.source_dir / name).read_bytes())
+    root = build_dir(bundle)
+    folder = root / f"{runtime.name}-runner-{digest.hexdigest()[:12]}"
+    if folder.is_dir():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"building the {runtime.name} runner once into {folder} ...", file=sys.stderr, flush=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    try:
+        build(partial)
+        try:
+            partial.rename(folder)
+        except OSError:  # another process finished the same build first: use that one
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def copy_sources(runtime: Runtime, folder: Path) -> Path:
+    """The runner's project copied into ``folder/src`` (so its build outputs never land in the package)."""
+    source = folder / "src"
+    for name in runtime.files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HERE / runtime.source_dir / name, source / name)
+    return source
+
+
+def run_build(what: str, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    """Run one build command; a failure is one line naming the runner and the compiler's first error."""
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise TorchportError(f"building the {what} took over {BUILD_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr + proc.stdout).splitlines()
+        first = next((line for line in lines if "error" in line.lower()), "\n".join(lines[-3:]))
+        raise TorchportError(f"building the {what} failed ({Path(argv[0]).name}): {first.strip()[:300]}")
+
+
+def ort_library() -> Path | None:
+    """The ONNX Runtime shared library for the C-API runners (Go, Rust): $ORT_DYLIB_PATH, else the one inside the
+    installed ``onnxruntime`` wheel (``onnxruntime/capi/libonnxruntime.so.*``)."""
+    explicit = os.environ.get("ORT_DYLIB_PATH")
+    if explicit:
+        return Path(explicit) if Path(explicit).is_file() else None
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or spec.origin is None:
+        return None
+    capi = Path(spec.origin).parent / "capi"
+    found = sorted(glob.glob(str(capi / "libonnxruntime.so*")) + glob.glob(str(capi / "libonnxruntime*.dylib")))
+    return Path(found[-1]) if found else None
+
+
+# The README line that points the Go and Rust runners at the ONNX Runtime inside the onnxruntime wheel, unless the
+# user already set ORT_DYLIB_PATH to a library of their own.
+FIND_ORT_LIBRARY = (
+    "export ORT_DYLIB_PATH=\"${ORT_DYLIB_PATH:-$(python3 -c 'import onnxruntime, pathlib; "
+    'print(next(pathlib.Path(onnxruntime.__file__).parent.glob("capi/libonnxruntime.so*")))\')}"'
+)
+
+
+def ort_library_missing() -> str | None:
+    if ort_library() is None:
+        if os.environ.get("ORT_DYLIB_PATH"):
+            return f"ORT_DYLIB_PATH={os.environ['ORT_DYLIB_PATH']} is not a file"
+        return "the ONNX Runtime shared library was not found (pip install onnxruntime, or set ORT_DYLIB_PATH)"
+    return None
+
+
+def ort_library_env() -> dict[str, str]:
+    """The environment of a C-API runner: ORT_DYLIB_PATH, the variable the Go and Rust runners read."""
+    found = ort_library()
+    return {"ORT_DYLIB_PATH": str(found)} if found else {}
+
+
+def first_missing_tool(tools: dict[str, str]) -> str | None:
+    """'X is not on PATH (how to install it)' for the first of ``tools`` (command -> install hint) not found."""
+    for tool, hint in tools.items():
+        if shutil.which(tool) is None:
+            return f"{tool} is not on PATH ({hint})"
+    return None
 
 
 def node_modules() -> Path | None:
@@ -66,3 +188,16 @@ def node_modules_env() -> dict[str, str]:
 
 def which_node() -> str | None:
     return shutil.which("node")
+
+
+def project_files(source_dir: str) -> tuple[str, ...]:
+    """Every file of the runner project in ``HERE / source_dir`` (relative, '/'-separated), build outputs aside."""
+    root = HERE / source_dir
+    skipped = {"target", "build", "out"}
+    return tuple(
+        sorted(
+            path.relative_to(root).as_posix()
+            for path in root.rglob("*")
+            if path.is_file() and not skipped.intersection(path.relative_to(root).parts[:-1])
+        )
+    )

@@ -29,7 +29,7 @@ from torchport.errors import TorchportError, UsageError
 from torchport.runtimes.base import Runtime, RuntimeMissing, install_files
 from torchport.verify.parity import Tolerance, compare
 
-ORDER = ("python", "openvino", "node", "browser", "cpp")
+ORDER = ("python", "openvino", "node", "browser", "cpp", "java", "go", "rust")
 MIN_REDUCED_AGREEMENT = 0.9
 PYTHON_README = """
 # Python + {engine} runner
@@ -64,7 +64,7 @@ def _python_runtime(name: str, engine: str, module: str, kinds: tuple[str, ...],
 
 def registry() -> dict[str, Runtime]:
     """Every runtime by name, in the order conformance runs them."""
-    from torchport.runtimes import browser, cpp, node
+    from torchport.runtimes import browser, cpp, go, java, node, rust
 
     found = {
         "python": _python_runtime("python", "onnxruntime", "python_ort", ("onnx", "ort"), "onnxruntime"),
@@ -72,6 +72,9 @@ def registry() -> dict[str, Runtime]:
         "node": node.RUNTIME,
         "browser": browser.RUNTIME,
         "cpp": cpp.RUNTIME,
+        "java": java.RUNTIME,
+        "go": go.RUNTIME,
+        "rust": rust.RUNTIME,
     }
     return {name: found[name] for name in ORDER}
 

@@ -1,20 +1,18 @@
 """C++ + LibTorch: ``runner.cpp`` loads ``model.pt2`` with ``AOTIModelPackageLoader``.
 
 It is built with g++ against the LibTorch inside the installed torch wheel, once per source/torch version: the
-binary is cached in ``$TORCHPORT_BUILD_DIR`` (default: ``build/`` in the bundle's run directory), so the slow
-compile (about a minute on two cores) happens once.
+binary is cached by :func:`~torchport.runtimes.base.cached_build`, so the slow compile (about a minute on two
+cores) happens once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from torchport.errors import TorchportError
-from torchport.runtimes.base import HERE, Runtime
+from torchport.runtimes.base import HERE, Runtime, cached_build, run_build
 
 README = """
 # C++ runner (LibTorch + AOTInductor)
@@ -30,7 +28,6 @@ every SHA-256 it uses and refuses paths that are absolute or contain `..`. Build
 
 The LibTorch version must be the one that compiled model.pt2.
 """
-BUILD_TIMEOUT_S = 600
 
 
 def torch_dir() -> Path | None:
@@ -61,55 +58,35 @@ def _torch_version() -> str:
     return str(torch.__version__)
 
 
-def build_dir(bundle: Path) -> Path:
-    explicit = os.environ.get("TORCHPORT_BUILD_DIR")
-    return Path(explicit) if explicit else bundle.resolve().parent / "build"
-
-
-def build(target_dir: Path) -> Path:
-    """Compile runner.cpp into ``target_dir`` unless a binary for this source and torch version is there."""
-    source = HERE / "runner.cpp"
-    version = _torch_version()
-    key = hashlib.sha256(source.read_bytes() + version.encode()).hexdigest()[:12]
-    binary = target_dir / f"cpp-runner-{key}" / "runner"
-    if binary.is_file():
-        return binary
+def build(folder: Path) -> None:
+    """Compile runner.cpp against the wheel's LibTorch into ``folder/runner``."""
     torch_root = torch_dir()
     cxx = compiler()
     if torch_root is None or cxx is None:
         raise TorchportError(f"cannot build the C++ runner: {missing()}")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(".partial")
     lib = torch_root / "lib"
     argv = [
         cxx,
         "-std=c++17",
         "-O1",
-        str(source),
+        str(HERE / "runner.cpp"),
         f"-I{torch_root / 'include'}",
         f"-I{torch_root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
-        f'-DTORCHPORT_TORCH_VERSION="{version}"',
+        f'-DTORCHPORT_TORCH_VERSION="{_torch_version()}"',
         f"-L{lib}",
         "-ltorch",
         "-ltorch_cpu",
         "-lc10",
         f"-Wl,-rpath,{lib}",
         "-o",
-        str(partial),
+        str(folder / "runner"),
     ]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise TorchportError(f"building the C++ runner took over {BUILD_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        first = next((line for line in proc.stderr.splitlines() if "error" in line), proc.stderr[-300:])
-        raise TorchportError(f"building the C++ runner failed: {first}")
-    partial.rename(binary)
-    return binary
+    run_build("C++ runner", argv, folder)
 
 
 def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
-    return [str(build(build_dir(bundle))), str(bundle), str(out), "--artifact", artifact]
+    binary = cached_build(RUNTIME, bundle, _torch_version(), build) / "runner"
+    return [str(binary), str(bundle), str(out), "--artifact", artifact]
 
 
 RUNTIME = Runtime(
