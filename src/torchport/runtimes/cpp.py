@@ -19,12 +19,14 @@ README = """
 
 `runner BUNDLE OUT_DIR [--artifact model.pt2]` loads `model.pt2` with `torch::inductor::AOTIModelPackageLoader`,
 runs the golden inputs and writes `result.json` and one raw little-endian `<output>.bin` per output. It checks
-every SHA-256 it uses and refuses paths that are absolute or contain `..`. Build it with CMake against LibTorch
-(the comments in CMakeLists.txt show how to use the one inside the torch wheel), or with g++ directly:
+every SHA-256 it uses and refuses paths that are absolute or contain `..`. Besides LibTorch it needs two Debian
+packages: nlohmann/json reads manifest.json and writes result.json, OpenSSL's libcrypto computes the SHA-256s
+(`apt-get install nlohmann-json3-dev libssl-dev`). Build it with CMake against LibTorch (the comments in
+CMakeLists.txt show how to use the one inside the torch wheel), or with g++ directly:
 
     T=$(python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
     g++ -std=c++17 -O1 runner.cpp -I$T/include -I$T/include/torch/csrc/api/include \\
-        -L$T/lib -ltorch -ltorch_cpu -lc10 -Wl,-rpath,$T/lib -o runner
+        -L$T/lib -ltorch -ltorch_cpu -lc10 -lcrypto -Wl,-rpath,$T/lib -o runner
 
 The LibTorch version must be the one that compiled model.pt2.
 """
@@ -43,9 +45,19 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
 
 
+# The Debian packages runner.cpp needs besides LibTorch, each found by one header.
+HEADERS = {
+    "nlohmann-json3-dev": Path("/usr/include/nlohmann/json.hpp"),
+    "libssl-dev": Path("/usr/include/openssl/evp.h"),
+}
+
+
 def missing() -> str | None:
     if compiler() is None:
         return "g++ is not on PATH (apt-get install g++)"
+    absent = [str(header) for header in HEADERS.values() if not header.is_file()]
+    if absent:
+        return f"{', '.join(absent)} not found (apt-get install {' '.join(HEADERS)})"
     found = torch_dir()
     if found is None or not (found / "include" / "torch" / "csrc" / "inductor" / "aoti_package").is_dir():
         return "the torch wheel's LibTorch headers are missing"
@@ -77,6 +89,7 @@ def build(folder: Path) -> None:
         "-ltorch",
         "-ltorch_cpu",
         "-lc10",
+        "-lcrypto",
         f"-Wl,-rpath,{lib}",
         "-o",
         str(folder / "runner"),
