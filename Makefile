@@ -30,7 +30,8 @@ node_modules: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 	touch node_modules
 
-# Under CI=true the runtime tests must not skip: install what the conformance runtimes need when it is missing.
+# Under CI=true the runtime and client tests must not skip: install what the conformance runtimes (Chromium, a JDK
+# and Maven, the C libraries) and the v2 clients (Mono, R with jsonlite, curl and openssl) need when it is missing.
 # Elsewhere those tests skip with a reason, so `make test` works on a fresh machine without them. Debian's Go and
 # cargo are too old for the Go and Rust runners (Go 1.22+, Rust 1.92+): those come from go.dev and rustup.
 ci-prereqs:
@@ -42,6 +43,15 @@ ci-prereqs:
 	  command -v wrk >/dev/null || missing="$$missing wrk"; \
 	  command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	  command -v mvn >/dev/null || missing="$$missing maven"; \
+	  command -v make >/dev/null || missing="$$missing make"; \
+	  [ -f /usr/include/jansson.h ] || missing="$$missing libjansson-dev"; \
+	  [ -f /usr/include/openssl/evp.h ] || missing="$$missing libssl-dev"; \
+	  [ -f /usr/include/nlohmann/json.hpp ] || missing="$$missing nlohmann-json3-dev"; \
+	  command -v mcs >/dev/null || missing="$$missing mono-complete"; \
+	  for pkg in jsonlite curl openssl; do \
+	    [ -d /usr/lib/R/site-library/$$pkg ] || [ -d /usr/lib/R/library/$$pkg ] || missing="$$missing r-cran-$$pkg"; \
+	  done; \
+	  command -v Rscript >/dev/null || missing="$$missing r-base-core"; \
 	  if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi; \
 	  [ -d node_modules ] || npm ci --ignore-scripts --no-audit --no-fund; \
 	  command -v go >/dev/null || { echo "CI needs Go 1.22+ on PATH (go.dev/dl)"; exit 1; }; \

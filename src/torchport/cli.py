@@ -203,7 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_conformance(args: argparse.Namespace) -> int:
     from torchport.runtimes.conformance import conformance_command
 
-    return conformance_command(Path(args.bundle), args.runtimes, Path(args.json) if args.json else None)
+    return conformance_command(Path(args.bundle), args.runtimes, Path(args.json) if args.json else None, args.server)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -312,15 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     conformance = verb(
         "conformance",
         cmd_conformance,
-        "run the golden inputs in Python/ORT, OpenVINO, Node.js, a browser, C++, Java, Go and Rust against PyTorch",
+        "run the golden inputs in Python/ORT, OpenVINO, Node.js, a browser, C++, C, Java, Go and Rust against PyTorch",
     )
     conformance.add_argument("bundle", help="a bundle directory (RUN_DIR/bundle)")
     conformance.add_argument(
         "--runtimes",
         default="all",
-        help="all (default) or a comma list of python, openvino, node, browser, cpp, java, go, rust",
+        help="all (default) or a comma list of python, openvino, node, browser, cpp, c, java, go, rust",
     )
     conformance.add_argument("--json", help="also write the results as JSON to this file")
+    conformance.add_argument(
+        "--server", help="also run the v2 clients (csharp, r, java-v2) against this torchport serve URL, or 'local'"
+    )
     bench = verb("bench", cmd_bench, "measure PyTorch eager, torch.compile and each ONNX artifact side by side")
     bench.add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
     bench.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64], help="comma-separated (default 1,8,64)")

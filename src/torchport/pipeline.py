@@ -94,11 +94,12 @@ def export_stage(run_dir: Path, console: Console) -> Bundle:
 
 
 def install_runners(bundle_dir: Path) -> None:
-    """Ship every runtime's standalone runner (with its README) under ``bundle/runners/``, ready to copy."""
+    """Ship every runtime's standalone runner under ``bundle/runners/`` and every v2 client under
+    ``bundle/clients/`` (each with its README), ready to copy."""
     from torchport.runtimes.base import install_files
-    from torchport.runtimes.conformance import registry
+    from torchport.runtimes.conformance import clients, registry
 
-    for runtime in registry().values():
+    for runtime in [*registry().values(), *clients().values()]:
         install_files(runtime, bundle_dir)
 
 

@@ -1,17 +1,23 @@
-"""Bundles with both ONNX and AOTInductor artifacts (digits CNN, iris MLP), a cached C++ runner, and a guard
-against Chromium processes left behind."""
+"""Bundles with both ONNX and AOTInductor artifacts (digits CNN, iris MLP), cached compiled runners, a guard
+against Chromium processes left behind, and a runner's or client's README followed as a user would."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tests.conftest import EXAMPLES, ROOT, quiet_console
 
+from torchport.bundle.manifest import read_bundle
 from torchport.config import load_config
 from torchport.runtimes.base import Runtime
 
@@ -95,3 +101,39 @@ def no_leftover_browser() -> Iterator[None]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"Chromium processes left running: {left}"
+
+
+def readme_commands(readme: Path) -> str:
+    """The one ```sh block of a runner's or client's README: the commands a user types in the bundle folder."""
+    blocks = re.findall(r"```sh\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1, f"{readme} should show exactly one sh block"
+    return str(blocks[0])
+
+
+def follow_readme(bundle: Path, readme: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a README's commands with bash in ``bundle`` as a user would: no torchport variables, python3 with
+    onnxruntime on PATH (the venv's), cargo's own target cache shared with the conformance builds."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("ORT_DYLIB_PATH", "TORCHPORT_BUILD_DIR")}
+    clean["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"
+    clean["CARGO_TARGET_DIR"] = str(BUILD_DIR / "rust-target")  # dependencies compile once per machine
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_commands(readme)],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+        env={**clean, **env},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_out_matches_golden(bundle: Path, out: Path) -> None:
+    """``out/result.json`` names raw float32 outputs equal to the bundle's golden outputs (atol 1e-4, rtol 1e-3)."""
+    result = json.loads((out / "result.json").read_text())
+    assert result["latency"][0]["batch"] == 1
+    loaded = read_bundle(bundle)
+    for golden in loaded.manifest.golden.outputs:
+        entry = next(o for o in result["outputs"] if o["name"] == golden.name)
+        got = np.fromfile(out / entry["path"], dtype="<f4").reshape(entry["shape"])
+        np.testing.assert_allclose(got, loaded.read_tensor(golden), atol=1e-4, rtol=1e-3)

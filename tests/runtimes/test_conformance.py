@@ -86,6 +86,7 @@ def test_explicit_runtime_without_node_is_exit_2(aoti_digits: Path, tmp_path: Pa
 @pytest.mark.parametrize(
     ("name", "message"),
     [
+        ("c", "cc is not on PATH (apt-get install gcc)"),
         ("java", "java is not on PATH (apt-get install default-jdk-headless)"),
         ("go", "go is not on PATH (apt-get install golang-go)"),
         ("rust", "cargo is not on PATH (install Rust with rustup, or apt-get install cargo)"),
@@ -105,7 +106,7 @@ def test_explicit_compiled_runtime_without_its_toolchain_is_exit_2(
 def test_second_conformance_run_does_not_rebuild(aoti_digits: Path, tmp_path: Path) -> None:
     """Once built, the compiled runners are found by their sources' digest: the second run passes with every
     build tool replaced by a stub that fails and leaves a mark."""
-    compiled = ["cpp", "java", "go", "rust"]
+    compiled = ["cpp", "c", "java", "go", "rust"]
     for name in compiled:
         require(registry()[name])
     chosen, _ = choose(",".join(compiled))
@@ -117,7 +118,7 @@ def test_second_conformance_run_does_not_rebuild(aoti_digits: Path, tmp_path: Pa
     bare.mkdir()
     (bare / "java").symlink_to(java)  # the JVM runs the jar; nothing may compile
     marks = tmp_path / "called"
-    for tool in ("mvn", "javac", "go", "gcc", "cc", "cargo", "rustc", "g++", "c++"):
+    for tool in ("mvn", "javac", "go", "gcc", "cc", "make", "cargo", "rustc", "g++", "c++"):
         (bare / tool).write_text(f"#!/bin/sh\necho {tool} >> {marks}\nexit 1\n")
         (bare / tool).chmod(0o755)
     previous = os.environ["PATH"]
@@ -134,7 +135,7 @@ def test_choose_rejects_unknown_runtime() -> None:
     with pytest.raises(UsageError, match="unknown runtime 'cobol'"):
         choose("python,cobol")
     chosen, explicit = choose("all")
-    names = ["python", "openvino", "node", "browser", "cpp", "java", "go", "rust"]
+    names = ["python", "openvino", "node", "browser", "cpp", "c", "java", "go", "rust"]
     assert [r.name for r in chosen] == names and not explicit
 
 
@@ -174,3 +175,11 @@ def test_table_shows_errors_and_latency() -> None:
     )
     text = table([row])
     assert "1.00e-06" in text and "PASSED" in text and "ms@1" in text and "0.250" in text
+
+
+def test_a_v2_client_needs_a_server() -> None:
+    with pytest.raises(UsageError, match="'csharp' is a v2 client: give --server URL"):
+        choose("python,csharp")
+    assert [r.name for r in choose("all")[0]] == list(registry())
+    with_server = [r.name for r in choose("all", server="local")[0]]
+    assert with_server == [*registry(), "csharp", "r", "java-v2"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.runtimes.conftest import BUILD_DIR, require
+from tests.runtimes.conftest import assert_out_matches_golden, follow_readme, require
 
 from torchport.bundle.manifest import read_bundle
 from torchport.runtimes.base import install_files
@@ -123,40 +121,14 @@ def test_runner_refuses_inputs_that_do_not_match_the_manifest(name: str, aoti_di
         assert not (tmp_path / f"out-{key}" / "result.json").exists()
 
 
-def _readme_commands(readme: Path) -> str:
-    """The one ```sh block of a runner's README: the commands a user types in the bundle folder."""
-    blocks = re.findall(r"```sh\n(.*?)```", readme.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 1, f"{readme} should show exactly one sh block"
-    return str(blocks[0])
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", ["java", "go", "rust"])
+@pytest.mark.parametrize("name", ["c", "java", "go", "rust"])
 def test_following_the_runner_readme_reproduces_golden(name: str, aoti_digits: Path, tmp_path: Path) -> None:
     """Copy the bundle elsewhere and type only what runners/<name>/README.md says, with no torchport around."""
     require(registry()[name])
     bundle = tmp_path / "elsewhere" / "bundle"
     shutil.copytree(aoti_digits, bundle)
-    commands = _readme_commands(bundle / "runners" / name / "README.md")
-    env = {key: value for key, value in os.environ.items() if key not in ("ORT_DYLIB_PATH", "TORCHPORT_BUILD_DIR")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # python3 with onnxruntime
-    env["CARGO_TARGET_DIR"] = str(BUILD_DIR / "rust-target")  # cargo's own cache: dependencies compile once
-    proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", commands],
-        cwd=bundle,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = follow_readme(bundle, bundle / "runners" / name / "README.md", {})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((bundle / "out" / "result.json").read_text())
-    manifest = read_bundle(bundle).manifest
-    assert result["artifact"] == "model.onnx" and result["latency"][0]["batch"] == 1
-    for golden in manifest.golden.outputs:
-        entry = next(o for o in result["outputs"] if o["name"] == golden.name)
-        got = np.fromfile(bundle / "out" / entry["path"], dtype="<f4").reshape(entry["shape"])
-        np.testing.assert_allclose(got, read_bundle(bundle).read_tensor(golden), atol=1e-4, rtol=1e-3)
+    assert_out_matches_golden(bundle, bundle / "out")

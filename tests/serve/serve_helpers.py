@@ -4,21 +4,18 @@ the local ONNX Runtime reference answers and the digit batches the tests send.""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from torchport.serve.local import local_server
 from torchport.verify.runners import onnxruntime_session
 
 BODY_LIMIT = 256 * 1024
@@ -40,12 +37,6 @@ def digits(batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 16, (batch, 1, 8, 8)).astype(np.float32)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http(
     port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -65,31 +56,8 @@ def server_process(
 
     ``via_cli``: start it as ``torchport serve`` (the user's command) instead of ``python -m torchport.serve``.
     """
-    port = free_port()
-    entry = ["torchport.cli", "serve"] if via_cli else ["torchport.serve"]
-    command = [sys.executable, "-m", *entry, *map(str, bundles), "--port", str(port), "--threads", "1", *extra]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
-                with suppress(OSError):
-                    if http(port, "GET", "/v2/health/ready")[0] == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not ready after 60 s: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
-            yield process, port
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+    with local_server(bundles, log, *extra, env=env, via_cli=via_cli) as (process, port):
+        yield process, port
 
 
 @contextmanager

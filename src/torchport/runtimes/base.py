@@ -31,27 +31,34 @@ class Runtime:
     engine: str
     kinds: tuple[str, ...]
     precisions: tuple[str, ...]
-    # files shipped into bundle/runners/<name>/ (paths relative to HERE / source_dir, kept as they are), and that
-    # folder's README text
+    # files shipped into the bundle's folder for this runtime (paths relative to HERE / source_dir, kept as they
+    # are), and that folder's README text ("" when README.md is one of the files)
     files: tuple[str, ...]
     readme: str
     missing: Callable[[], str | None]
-    # (bundle, runner folder inside the bundle, artifact path, output folder) -> argv
+    # (bundle, its folder inside the bundle, artifact path -- or the server's URL when over_server --, output
+    # folder) -> argv
     command: Callable[[Path, Path, str, Path], list[str]]
     env: Callable[[], dict[str, str]] = field(default=lambda: {})
     timeout_s: float = 120.0
-    # the folder beside this module that holds the runner's project (a Maven, Go or cargo project keeps its layout)
+    # the folder, relative to this package's, that holds the project (a Maven, Go or cargo project keeps its layout)
     source_dir: str = ""
+    # a client of `torchport serve` (Open Inference Protocol v2), not an in-process runner: it needs a server URL
+    over_server: bool = False
+    # where it lands in the bundle; default runners/<name>
+    bundle_folder: str = ""
 
 
 def install_files(runtime: Runtime, bundle: Path) -> Path:
-    """Copy the runner's files into ``bundle/runners/<name>/`` (with its README) and return that folder."""
-    target = bundle / "runners" / runtime.name
+    """Copy the runtime's files into its bundle folder (``runners/<name>/`` unless it says otherwise), with its
+    README, and return that folder."""
+    target = bundle / (runtime.bundle_folder or f"runners/{runtime.name}")
     for name in runtime.files:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(HERE / runtime.source_dir / name, target / name)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "README.md").write_text(runtime.readme.strip() + "\n")
+    if runtime.readme:
+        (target / "README.md").write_text(runtime.readme.strip() + "\n")
     return target
 
 

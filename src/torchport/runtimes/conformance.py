@@ -29,8 +29,12 @@ from torchport.errors import TorchportError, UsageError
 from torchport.runtimes.base import Runtime, RuntimeMissing, install_files
 from torchport.verify.parity import Tolerance, compare
 
-ORDER = ("python", "openvino", "node", "browser", "cpp", "java", "go", "rust")
+ORDER = ("python", "openvino", "node", "browser", "cpp", "c", "java", "go", "rust")
 MIN_REDUCED_AGREEMENT = 0.9
+SERVER_HELP = (
+    "also run the v2 clients (csharp, r, java-v2) against this torchport serve URL of the bundle, or 'local' to "
+    "start one on 127.0.0.1 for the run"
+)
 PYTHON_README = """
 # Python + {engine} runner
 
@@ -64,7 +68,7 @@ def _python_runtime(name: str, engine: str, module: str, kinds: tuple[str, ...],
 
 def registry() -> dict[str, Runtime]:
     """Every runtime by name, in the order conformance runs them."""
-    from torchport.runtimes import browser, cpp, go, java, node, rust
+    from torchport.runtimes import browser, c, cpp, go, java, node, rust
 
     found = {
         "python": _python_runtime("python", "onnxruntime", "python_ort", ("onnx", "ort"), "onnxruntime"),
@@ -72,6 +76,7 @@ def registry() -> dict[str, Runtime]:
         "node": node.RUNTIME,
         "browser": browser.RUNTIME,
         "cpp": cpp.RUNTIME,
+        "c": c.RUNTIME,
         "java": java.RUNTIME,
         "go": go.RUNTIME,
         "rust": rust.RUNTIME,
@@ -79,16 +84,31 @@ def registry() -> dict[str, Runtime]:
     return {name: found[name] for name in ORDER}
 
 
-def choose(spec: str) -> tuple[list[Runtime], bool]:
-    """Runtimes named by ``spec`` ('all' or 'python,node'); the flag says whether they were named explicitly."""
-    known = registry()
+def clients() -> dict[str, Runtime]:
+    """The v2 clients (C#, R, Java) by name: they run only against a server (``--server``)."""
+    from torchport.clients import CLIENTS
+
+    return dict(CLIENTS)
+
+
+def choose(spec: str, server: str | None = None) -> tuple[list[Runtime], bool]:
+    """Runtimes named by ``spec`` ('all' or 'python,node'); the flag says whether they were named explicitly.
+    'all' takes the v2 clients too when there is a ``server`` to call."""
+    known = {**registry(), **clients()}
     if spec.strip() == "all":
-        return list(known.values()), False
+        return [r for r in known.values() if server or not r.over_server], False
     names = [part.strip() for part in spec.split(",") if part.strip()]
     unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise UsageError(f"--runtimes: unknown runtime '{','.join(unknown)}'; choose from all, {', '.join(ORDER)}")
-    return [known[name] for name in names], True
+        raise UsageError(f"--runtimes: unknown runtime '{','.join(unknown)}'; choose from all, {', '.join(known)}")
+    chosen = [known[name] for name in names]
+    needs_server = [r.name for r in chosen if r.over_server]
+    if needs_server and not server:
+        raise UsageError(
+            f"--runtimes: '{needs_server[0]}' is a v2 client: give --server URL (a running torchport serve of this "
+            "bundle) or --server local"
+        )
+    return chosen, True
 
 
 def _tolerance(bundle: Bundle, artifact: Artifact) -> Tolerance:
@@ -182,9 +202,15 @@ def _run_process(argv: list[str], timeout_s: float, env: dict[str, str]) -> tupl
 
 
 def run_one(
-    runtime: Runtime, bundle: Bundle, artifact: Artifact, runner_dir: Path, golden_outputs: Mapping[str, np.ndarray]
+    runtime: Runtime,
+    bundle: Bundle,
+    artifact: Artifact,
+    runner_dir: Path,
+    golden_outputs: Mapping[str, np.ndarray],
+    server: str | None = None,
 ) -> ConformanceResult:
-    """Run one runner on one artifact in a subprocess and judge its outputs against ``golden_outputs``."""
+    """Run one runner on one artifact (a client: against ``server``, which serves that artifact) in a subprocess
+    and judge its outputs against ``golden_outputs``."""
     tol = _tolerance(bundle, artifact)
     base = {
         "runtime": runtime.name,
@@ -197,7 +223,8 @@ def run_one(
     }
     with tempfile.TemporaryDirectory(prefix=f"torchport-{runtime.name}-") as tmp:
         out = Path(tmp) / "out"
-        argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), artifact.path, out)
+        target = server if runtime.over_server and server else artifact.path
+        argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), target, out)
         start = time.perf_counter()
         try:
             code, stdout, stderr = _run_process(argv, runtime.timeout_s, {**os.environ, **runtime.env()})
@@ -228,9 +255,13 @@ def run_one(
 
 
 def run_conformance(
-    bundle_dir: Path, runtimes: Iterable[Runtime], explicit: bool, save: bool = True
+    bundle_dir: Path, runtimes: Iterable[Runtime], explicit: bool, save: bool = True, server: str | None = None
 ) -> list[ConformanceResult]:
-    """Run each runtime on each artifact it supports; a missing prerequisite is an error only when ``explicit``."""
+    """Run each runtime on each artifact it supports; a missing prerequisite is an error only when ``explicit``.
+
+    v2 clients call ``server`` (a URL, or 'local': a `torchport serve` of this bundle started for the run) with
+    the artifact the server answers with by default, the bundle's first fp32 ONNX model.
+    """
     bundle = read_bundle(bundle_dir)
     chosen = list(runtimes)
     if explicit:
@@ -238,14 +269,34 @@ def run_conformance(
             reason = runtime.missing()
             if reason:
                 raise RuntimeMissing(f"runtime '{runtime.name}' cannot run here: {reason}")
+    with contextlib.ExitStack() as stack:
+        if server == "local" and any(r.over_server for r in chosen):
+            server = _start_local_server(stack, bundle.root)
+        results = _run_all(bundle, chosen, explicit, server)
+    if save:
+        bundle.manifest.conformance = results
+        bundle.save()
+    return results
+
+
+def _start_local_server(stack: contextlib.ExitStack, bundle_dir: Path) -> str:
+    """A `torchport serve` of ``bundle_dir`` on 127.0.0.1 for as long as ``stack`` is open; its URL."""
+    from torchport.serve.local import local_server
+
+    log = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="torchport-serve-"))) / "serve.log"
+    _, port = stack.enter_context(local_server([bundle_dir], log))
+    return f"http://127.0.0.1:{port}"
+
+
+def _run_all(bundle: Bundle, chosen: list[Runtime], explicit: bool, server: str | None) -> list[ConformanceResult]:
     results: list[ConformanceResult] = []
     golden_outputs: dict[str, np.ndarray] | None = None  # read once, when the first runner is about to run
     for runtime in chosen:
         artifacts = [
             a for a in bundle.manifest.artifacts if a.kind in runtime.kinds and a.precision in runtime.precisions
-        ]
+        ][: 1 if runtime.over_server else None]
         if not artifacts:
-            reason = f"the bundle has no {'/'.join(runtime.kinds)} artifact"
+            reason: str | None = f"the bundle has no {'/'.join(runtime.kinds)} artifact"
         else:  # explicitly named runtimes were all checked above
             reason = None if explicit else runtime.missing()
         if reason:
@@ -265,10 +316,7 @@ def run_conformance(
         runner_dir = install_files(runtime, bundle.root)
         if golden_outputs is None:
             golden_outputs = read_golden(bundle)
-        results.extend(run_one(runtime, bundle, artifact, runner_dir, golden_outputs) for artifact in artifacts)
-    if save:
-        bundle.manifest.conformance = results
-        bundle.save()
+        results.extend(run_one(runtime, bundle, artifact, runner_dir, golden_outputs, server) for artifact in artifacts)
     return results
 
 
@@ -317,17 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--runtimes", default="all", help=f"all, or a comma list of {', '.join(ORDER)}")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--server", help=SERVER_HELP)
     args = parser.parse_args(argv)
     try:
-        return conformance_command(args.bundle, args.runtimes, args.json)
+        return conformance_command(args.bundle, args.runtimes, args.json, args.server)
     except TorchportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 
-def conformance_command(bundle: Path, runtimes: str, json_path: Path | None) -> int:
-    chosen, explicit = choose(runtimes)
-    results = run_conformance(bundle, chosen, explicit)
+def conformance_command(bundle: Path, runtimes: str, json_path: Path | None, server: str | None = None) -> int:
+    chosen, explicit = choose(runtimes, server)
+    results = run_conformance(bundle, chosen, explicit, server=server)
     print(table(results))
     if json_path is not None:
         json_path.write_text(json.dumps([r.model_dump() for r in results], indent=2) + "\n")
