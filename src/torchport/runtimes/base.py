@@ -84,7 +84,8 @@ def cached_build(runtime: Runtime, bundle: Path, salt: str, build: Callable[[Pat
     if folder.is_dir():
         return folder
     root.mkdir(parents=True, exist_ok=True)
-    print(f"building the {runtime.name} runner once into {folder} ...", file=sys.stderr, flush=True)
+    what = "client" if runtime.over_server else "runner"
+    print(f"building the {runtime.name} {what} once into {folder} ...", file=sys.stderr, flush=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
     try:
         build(partial)
