@@ -10,7 +10,8 @@ export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
-	# The CPU build of torch first: an open range would pull a multi-GB CUDA build.
+	# The pinned torch first (PyPI's build, with CUDA libraries, ~3 GB; it runs on the CPU too): installed before the
+	# project, so no open range in its dependencies can pull another version.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
