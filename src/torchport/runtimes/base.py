@@ -209,3 +209,35 @@ def project_files(source_dir: str) -> tuple[str, ...]:
             if path.is_file() and not skipped.intersection(path.relative_to(root).parts[:-1])
         )
     )
+
+
+def ort_native_runtime(
+    *,
+    name: str,
+    engine: str,
+    source_dir: str,
+    readme: str,
+    missing: Callable[[], str | None],
+    build: Callable[[Path], None],
+    binary: str,
+) -> Runtime:
+    """A compiled runner on ONNX Runtime's shared library (C, Go, Rust): built once by ``build`` into the runner
+    cache, run as ``binary BUNDLE OUT --artifact PATH`` with ORT_DYLIB_PATH set, on every ONNX artifact."""
+
+    def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
+        built = cached_build(runtime, bundle, "", build) / binary
+        return [str(built), str(bundle), str(out), "--artifact", artifact]
+
+    runtime = Runtime(
+        name=name,
+        engine=engine,
+        kinds=("onnx",),
+        precisions=("fp32", "fp16", "int8"),
+        files=project_files(source_dir),
+        source_dir=source_dir,
+        readme=readme,
+        missing=missing,
+        command=command,
+        env=ort_library_env,
+    )
+    return runtime

@@ -14,13 +14,10 @@ from pathlib import Path
 
 from torchport.runtimes.base import (
     FIND_ORT_LIBRARY,
-    Runtime,
-    cached_build,
     copy_sources,
     first_missing_tool,
-    ort_library_env,
     ort_library_missing,
-    project_files,
+    ort_native_runtime,
     run_build,
 )
 
@@ -62,21 +59,12 @@ def build(folder: Path) -> None:
     shutil.copy2(target / "release" / BINARY, folder / BINARY)
 
 
-def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
-    binary = cached_build(RUNTIME, bundle, "", build) / BINARY
-    return [str(binary), str(bundle), str(out), "--artifact", artifact]
-
-
-RUNTIME = Runtime(
+RUNTIME = ort_native_runtime(
     name="rust",
     engine="onnxruntime-rust",
-    kinds=("onnx",),
-    precisions=("fp32", "fp16", "int8"),
-    files=project_files("rust_runner"),
     source_dir="rust_runner",
     readme=README,
     missing=missing,
-    command=command,
-    env=ort_library_env,
-    timeout_s=120.0,
+    build=build,
+    binary=BINARY,
 )
