@@ -1,7 +1,10 @@
 """``torchport serve``: any bundle as an Open Inference Protocol v2 (KServe/Triton REST) server.
 
 ``serve([bundle, ...], host, port)`` loads every bundle's ONNX artifacts, then runs the ASGI app on uvicorn until
-SIGINT/SIGTERM; shutdown stops accepting connections, finishes in-flight requests, then drains the batchers.
+SIGINT/SIGTERM; shutdown stops accepting connections, finishes in-flight requests, then drains the batchers. A
+request still running (or still uploading) after ``graceful_timeout_s`` is answered 503 and its connection closed.
+At most ``limit_concurrency`` connections are open at once (the next are answered 503); a request's head must
+arrive within ``header_timeout_s``, its body within ``body_timeout_s`` (see :mod:`torchport.serve.connections`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+
+from torchport.errors import UsageError
 
 __all__ = ["API_KEY_ENV", "serve"]  # the app lives in torchport.serve.app; imported lazily to keep the CLI fast
 
@@ -25,6 +30,30 @@ def _configure_logging(level: str, access_log: bool) -> None:
         logger = logging.getLogger(name)
         logger.handlers = [handler] if name == "torchport.serve" else []
         logger.setLevel(getattr(logging, level.upper(), logging.INFO) if enabled else logging.WARNING)
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Each connection is a file descriptor: raise the soft RLIMIT_NOFILE towards the hard one so that
+    ``connections`` fit (as Go's runtime does), and say so once if they cannot."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    needed = connections + 256  # model files, the listening socket, logs, ORT's threads
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+        if soft < needed:
+            logging.getLogger("torchport.serve").warning(
+                "the open-file limit (%d) is below --limit-concurrency %d: connections past it fail at accept",
+                soft,
+                connections,
+            )
 
 
 def serve(
@@ -42,14 +71,25 @@ def serve(
     log_level: str = "info",
     access_log: bool = True,
     graceful_timeout_s: float = 30.0,
+    limit_concurrency: int = 2048,
+    header_timeout_s: float = 10.0,
+    body_timeout_s: float = 30.0,
 ) -> None:
     """Serve ``bundles`` on ``host:port`` until interrupted. ``api_key`` defaults to $TORCHPORT_API_KEY."""
     import uvicorn
 
-    from torchport.serve.app import Settings, create_app
+    from torchport.serve.app import RETRY_AFTER_S, Settings, create_app
+    from torchport.serve.connections import Limits, guarded_protocol
     from torchport.serve.models import load_repository
 
+    for name, value in [("--limit-concurrency", limit_concurrency), ("--graceful-timeout", graceful_timeout_s)]:
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1 (got {value})")
+    for name, value in [("--header-timeout", header_timeout_s), ("--body-timeout", body_timeout_s)]:
+        if value <= 0:
+            raise UsageError(f"{name} must be a positive number of seconds (got {value})")
     _configure_logging(log_level, access_log)
+    _raise_file_limit(limit_concurrency)
     repository = load_repository([Path(b) for b in bundles], threads=threads, variants=variants)
     settings = Settings(
         max_batch_size=max_batch_size,
@@ -57,8 +97,11 @@ def serve(
         max_queue=max_queue,
         max_body_bytes=max_body_bytes,
         api_key=api_key or os.environ.get(API_KEY_ENV) or None,
+        body_timeout_s=body_timeout_s,
     )
     app = create_app(repository, settings)
+    limits = Limits(limit_concurrency, header_timeout_s, body_timeout_s, RETRY_AFTER_S)
+    protocol = guarded_protocol(limits, on_refused=app.metrics.connections_refused.inc)
 
     class Server(uvicorn.Server):
         """uvicorn re-raises a SIGTERM it caught once its shutdown is over, so the process would die of the signal
@@ -75,12 +118,13 @@ def serve(
 
     config = uvicorn.Config(
         app,
+        http=protocol,
         host=host,
         port=port,
         log_level="warning" if log_level.lower() != "debug" else "debug",
         access_log=False,
         lifespan="on",
         server_header=False,
-        timeout_graceful_shutdown=int(graceful_timeout_s),
+        timeout_graceful_shutdown=max(1, round(graceful_timeout_s)),
     )
     Server(config).run()

@@ -18,11 +18,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-batch-delay-ms", type=float, default=2.0, help="longest wait for batch-mates (default 2 ms)"
     )
-    parser.add_argument("--max-queue", type=int, default=1024, help="queued requests per model before 503")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=1024,
+        help="requests per model waiting beyond its next batch (or being read) before 503 (default 1024)",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="body limit (413 above)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model (default min(4, CPUs))")
     parser.add_argument("--api-key", help="require this key on infer and metadata (default $TORCHPORT_API_KEY)")
     parser.add_argument("--no-variants", action="store_true", help="serve only model.onnx, not int8/fp16/... variants")
+    parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=2048,
+        help="open connections at most; the next are answered 503 with Retry-After and closed (default 2048)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's head to arrive, and the longest idle time of a connection (default 10)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a request's body to arrive (408 after; default 30)",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds to finish requests in flight before the rest are answered 503 (default 30)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true", help="do not log one JSON line per request")
 
@@ -43,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         variants=not args.no_variants,
         log_level=args.log_level,
         access_log=not args.no_access_log,
+        graceful_timeout_s=args.graceful_timeout,
+        limit_concurrency=args.limit_concurrency,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
     )
     return 0
 

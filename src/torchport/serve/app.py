@@ -1,9 +1,16 @@
 """The ASGI application: the Open Inference Protocol v2 REST surface over a :class:`Repository`.
 
-Every error is JSON ``{"error": "..."}``: 400 bad request, 401 missing API key, 404 unknown model or route, 405
-wrong method, 413 body over the limit, 503 not ready or overloaded. An outermost ASGI layer times every request
-for the metrics and the structured access log, and turns any unexpected exception into a JSON 400 so that no
-request produces a 500 or takes the server down.
+Every error is JSON ``{"error": "..."}``. The caller's faults are 4xx: 400 bad request, 401 missing API key, 404
+unknown model or route, 405 wrong method, 408 body not received within ``--body-timeout``, 413 body over the limit.
+The server's own are 500: ONNX Runtime failing on a validated request, or any unexpected exception (logged; the
+client gets one line, never a traceback). 503, always with ``Retry-After``, is not ready, overloaded, or shutting
+down. An outermost ASGI layer times every request for the metrics and the structured access log.
+
+Overload is shed on arrival: an infer request is admitted only while fewer than ``max_queue`` requests for its model
+are still being read or queued beyond the batch the model runs next (``DynamicBatcher.backlog``), so a refused
+request costs its headers and a 503, not reading, parsing and validating a body that would be thrown away (its body,
+if the client sends it anyway, is discarded unparsed by the HTTP layer). Connection limits and header/body read
+timeouts live one layer down, in :mod:`torchport.serve.connections`.
 
 ``POST .../infer``, the one hot route, is answered by that outer layer directly: routing it through FastAPI's
 middleware stack, dependency solving and Response objects cost as much CPU as parsing, validating and encoding
@@ -51,6 +58,9 @@ InferHandler = Callable[[Headers, AsyncIterator[bytes], str, str | None], Awaita
 #: the infer routes, as FastAPI matches them: /v2/models/{name}/infer and /v2/models/{name}/versions/{version}/infer
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _JSON = {"content-type": "application/json"}
+#: seconds a 503 asks the client to wait before retrying (every 503 carries it)
+RETRY_AFTER_S = 1
+_RETRY = {"retry-after": str(RETRY_AFTER_S)}
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Settings:
     max_queue: int = 1024
     max_body_bytes: int = 16 * 1024 * 1024
     api_key: str | None = None
+    body_timeout_s: float = 30.0
 
 
 # --- OpenAPI documentation models (the handlers parse bodies themselves: binary bodies are not JSON) ----------
@@ -120,8 +131,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "bad request"),
         (401, "missing or wrong API key"),
         (404, "unknown model"),
+        (408, "body not received in time"),
         (413, "body over the limit"),
-        (503, "not ready or overloaded"),
+        (500, "the model failed or an internal error"),
+        (503, "not ready, overloaded or shutting down (with Retry-After)"),
     ]
 }
 _INFER_BODY = {
@@ -177,8 +190,13 @@ class Reply:
     headers: Mapping[str, str]
 
     @classmethod
-    def error(cls, status: int, message: str) -> Reply:
-        return cls(status, orjson.dumps({"error": message}), _JSON)
+    def error(cls, status: int, message: str, close: bool = False) -> Reply:
+        headers = _JSON
+        if status == 503:
+            headers = {**headers, "retry-after": str(RETRY_AFTER_S)}
+        if close:
+            headers = {**headers, "connection": "close"}
+        return cls(status, orjson.dumps({"error": message}), headers)
 
     def response(self) -> Response:
         return Response(self.body, status_code=self.status, headers=dict(self.headers))
@@ -195,9 +213,14 @@ def error(status: int, message: str) -> Response:
 
 
 def unexpected_error(exc: BaseException) -> Reply:
-    """Log an unexpected exception and answer 400, so that no request produces a 500."""
+    """Log an unexpected exception (with its traceback, in the server's log only) and answer a JSON 500."""
     log.error("unexpected %s", type(exc).__name__, exc_info=exc)
-    return Reply.error(400, f"the request could not be processed ({type(exc).__name__})")
+    return Reply.error(500, f"internal server error ({type(exc).__name__})")
+
+
+def shutting_down() -> Reply:
+    """The answer to a request the server gave up on at the end of its drain period (uvicorn cancels it)."""
+    return Reply.error(503, "the server is shutting down; try again later", close=True)
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
@@ -339,7 +362,7 @@ def create_app(repository: Repository, settings: Settings | None = None) -> ASGI
     async def ready() -> Response:
         if state["ready"]:
             return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False, "error": "the server is not ready"}, status_code=503)
+        return JSONResponse({"ready": False, "error": "the server is not ready"}, status_code=503, headers=_RETRY)
 
     @app.get("/v2", response_model=ServerMetadata, responses={401: _ERRORS[401]}, tags=["metadata"])
     async def server_metadata(request: Request) -> Response:
@@ -358,7 +381,8 @@ def create_app(repository: Repository, settings: Settings | None = None) -> ASGI
         if isinstance(found, Reply):
             return found.response()
         if not state["ready"]:
-            return JSONResponse({"name": name, "ready": False, "error": "the server is not ready"}, status_code=503)
+            body = {"name": name, "ready": False, "error": "the server is not ready"}
+            return JSONResponse(body, status_code=503, headers=_RETRY)
         return JSONResponse({"name": name, "ready": True})
 
     async def infer(headers: Headers, chunks: AsyncIterator[bytes], name: str, version: str | None) -> Reply:
@@ -369,20 +393,30 @@ def create_app(repository: Repository, settings: Settings | None = None) -> ASGI
         if not state["ready"] or model.batcher is None:
             return Reply.error(503, "the server is not ready")
         batcher = model.batcher
+        waiting = batcher.backlog + batcher.arriving
+        if waiting >= settings.max_queue:  # shed on arrival: the body is never read
+            message = f"model '{batcher.name}' has {waiting} requests queued beyond its next batch or arriving (the "
+            return Reply.error(503, message + f"queue holds {settings.max_queue}); try again later")
         batcher.arriving += 1
         try:
-            body = await read_body(headers, chunks, settings.max_body_bytes)
+            async with asyncio.timeout(settings.body_timeout_s):
+                body = await read_body(headers, chunks, settings.max_body_bytes)
             parsed = parse_infer_request(body, headers.get(HEADER_LENGTH), model.inputs, model.outputs)
         except ProtocolError as exc:
             return Reply.error(exc.status, exc.message)
+        except TimeoutError:
+            message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
+            return Reply.error(408, message, close=True)
         finally:
             batcher.arriving -= 1
         try:
             results = await batcher.submit(parsed.inputs, parsed.batch)
         except Overloaded as exc:
             return Reply.error(503, str(exc))
-        except InferenceFailed as exc:
-            return Reply.error(400, str(exc))
+        except InferenceFailed as exc:  # validated input: the server's fault, not the caller's
+            log.error("%s", exc)
+            metrics.inference_failures.labels(batcher.name).inc()
+            return Reply.error(500, str(exc))
         content, content_headers = encode_response(name, version or DEFAULT_VERSION, parsed, results, model.outputs)
         return Reply(200, content, content_headers)
 
@@ -439,8 +473,9 @@ def _endpoint(path: str) -> str:
 
 
 class ASGIWrapper:
-    """Outermost layer: the infer fast path, metrics, the JSON access log, and the last line of defence against
-    a 500."""
+    """Outermost layer: the infer fast path, metrics, the JSON access log, and the last line of defence: any
+    exception becomes a JSON 500, and a request uvicorn cancels at the end of its drain period a JSON 503 (no
+    traceback, no uvicorn plain-text 500)."""
 
     def __init__(self, app: FastAPI, metrics: Metrics, repository: Repository, infer: InferHandler) -> None:
         self.app = app
@@ -486,7 +521,7 @@ class ASGIWrapper:
         try:
             reply = await self.infer(scope_headers(scope), receive_body(receive), name, version)
         except asyncio.CancelledError:
-            raise
+            reply = _cancelled()
         except ClientDisconnect:
             reply = Reply.error(400, "the client disconnected before sending the whole request")
         except Exception as exc:
@@ -502,8 +537,8 @@ class ASGIWrapper:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if status >= 500 and status != 503:  # never let a 5xx other than 503 leave the server
-                    message["status"] = status = 400
+                if status == 503 and not any(key.lower() == b"retry-after" for key, _ in message.get("headers", [])):
+                    message["headers"] = [*message.get("headers", []), (b"retry-after", str(RETRY_AFTER_S).encode())]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -511,10 +546,24 @@ class ASGIWrapper:
         try:
             await self.app(scope, receive, watch)
         except asyncio.CancelledError:
-            raise
+            if status == 0:
+                reply = _cancelled()
+                await reply.send(send)
+                status, sent = reply.status, len(reply.body)
         except Exception as exc:
             if status == 0:
                 reply = unexpected_error(exc)
                 await reply.send(send)
                 status, sent = reply.status, len(reply.body)
         return status, sent
+
+
+def _cancelled() -> Reply:
+    """uvicorn cancels the requests still running when its drain period ends: answer them 503 and close, rather
+    than let the cancellation reach uvicorn (a traceback in the log and a plain-text 500). The request is over
+    either way, so the cancellation is consumed here."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    log.warning("shutdown: a request still running at the end of the drain period was answered 503")
+    return shutting_down()

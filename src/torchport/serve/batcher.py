@@ -36,7 +36,8 @@ class Overloaded(Exception):
 
 
 class InferenceFailed(Exception):
-    """ONNX Runtime refused this request's inputs (after validation); the server answers 400."""
+    """ONNX Runtime failed on a request that passed validation: the server's fault, answered 500 (a caller's
+    fault is caught by validation, before the request is queued)."""
 
 
 @dataclass
@@ -68,6 +69,7 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self.inline_below_s = inline_below_s
         self.arriving = 0  # requests for this model being read and parsed right now
+        self._queued_samples = 0  # samples of the requests in the queue (not the carried one)
         self._queue: asyncio.Queue[_Item] | None = None
         self._carry: _Item | None = None
         self._task: asyncio.Task[None] | None = None
@@ -93,14 +95,35 @@ class DynamicBatcher:
     def depth(self) -> int:
         return (self._queue.qsize() if self._queue is not None else 0) + (self._carry is not None)
 
+    @property
+    def backlog(self) -> int:
+        """Queued requests that will not ride in the next batch: what ``max_queue`` bounds. The next batch takes
+        the first queued request and then up to ``max_batch_size`` samples; requests are counted pro rata by their
+        samples (one request, for a model that does not merge). Requests that fill the next batch cost no extra
+        wait, so shedding them would only lower the goodput: under a flood, every batch still runs full."""
+        depth = self.depth
+        if depth <= 1:
+            return 0
+        if not self.mergeable:
+            return depth - 1
+        samples = self._queued_samples + (self._carry.batch if self._carry is not None else 0)
+        fits = max(1, self.max_batch_size * depth // max(1, samples))
+        return max(0, depth - fits)
+
     async def submit(self, inputs: Arrays, batch: int) -> Arrays:
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
-        if self.depth >= self.max_queue:
-            raise Overloaded(f"model '{self.name}' has {self.depth} requests queued; try again later")
+        if self.backlog >= self.max_queue:
+            message = f"model '{self.name}' has {self.backlog} requests queued beyond its next batch"
+            raise Overloaded(f"{message} (the queue holds {self.max_queue}); try again later")
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(inputs, batch, future))
+        self._queued_samples += batch
         return await future
+
+    def _take(self, item: _Item) -> _Item:
+        self._queued_samples -= item.batch
+        return item
 
     def _cheap(self, size: int) -> bool:
         """Recent calls of this batch size class took under ``inline_below_s`` (unknown: not cheap)."""
@@ -108,7 +131,7 @@ class DynamicBatcher:
 
     async def _collect(self) -> list[_Item]:
         assert self._queue is not None
-        first = self._carry if self._carry is not None else await self._queue.get()
+        first = self._carry if self._carry is not None else self._take(await self._queue.get())
         self._carry = None
         items, total = [first], first.batch
         if not self.mergeable:
@@ -117,13 +140,13 @@ class DynamicBatcher:
         deadline = loop.time() + self.max_batch_delay_s
         while total < self.max_batch_size:
             if not self._queue.empty():
-                item = self._queue.get_nowait()
+                item = self._take(self._queue.get_nowait())
             else:
                 remaining = deadline - loop.time()
                 if self.arriving <= 0 or remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    item = self._take(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
             if total + item.batch > self.max_batch_size:
@@ -145,7 +168,9 @@ class DynamicBatcher:
                 log.exception("batch for model %s failed", self.name)
                 for item in items:
                     if not item.future.done():
-                        item.future.set_exception(InferenceFailed(f"inference failed: {type(exc).__name__}"))
+                        item.future.set_exception(
+                            InferenceFailed(f"model '{self.name}' failed: internal error ({type(exc).__name__})")
+                        )
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
         live = [item for item in items if not item.future.done()]  # a cancelled client no longer waits
@@ -166,13 +191,13 @@ class DynamicBatcher:
                 results = await loop.run_in_executor(self._executor, self._timed_run, merged, size)
         except Exception as exc:
             if len(live) == 1:
-                _settle(live[0], exc=exc)
+                _settle(live[0], exc=exc, model=self.name)
                 return
             for item in live:  # rerun alone so only the culprit fails
                 try:
                     _settle(item, await loop.run_in_executor(self._executor, self.run, item.inputs))
                 except Exception as single:
-                    _settle(item, exc=single)
+                    _settle(item, exc=single, model=self.name)
             return
         start = 0
         for item in live:
@@ -189,12 +214,12 @@ class DynamicBatcher:
         return results
 
 
-def _settle(item: _Item, results: Arrays | None = None, exc: BaseException | None = None) -> None:
+def _settle(item: _Item, results: Arrays | None = None, exc: BaseException | None = None, model: str = "") -> None:
     if item.future.done():
         return
     if exc is not None:
         message = first_line(exc, type(exc).__name__)[:300]
-        item.future.set_exception(InferenceFailed(f"the model could not run this input: {message}"))
+        item.future.set_exception(InferenceFailed(f"model '{model}' failed in ONNX Runtime: {message}"))
     else:
         assert results is not None
         item.future.set_result(results)

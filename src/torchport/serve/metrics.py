@@ -37,6 +37,17 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.inference_failures = Counter(
+            "torchport_inference_failures",
+            "Requests ONNX Runtime failed on after validation (answered 500) by model",
+            ["model"],
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "torchport_connections_refused",
+            "Connections answered 503 and closed because --limit-concurrency connections were open",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "torchport_queue_depth", "Requests waiting for the batcher by model", ["model"], registry=self.registry
         )
