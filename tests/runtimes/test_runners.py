@@ -33,6 +33,13 @@ def _artifact_for(name: str) -> str:
     return "model.pt2" if name == "cpp" else "model.onnx"
 
 
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The runner's whole stderr, which must be exactly one 'error: ...' line."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", RUNTIMES)
@@ -62,7 +69,7 @@ def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: P
         handle.write(b"\0")
     proc = _run_runner(name, bundle, artifact, tmp_path / "out")
     assert proc.returncode == 2, proc.stderr
-    assert f"'{artifact}' fails its checksum" in proc.stderr
+    assert f"'{artifact}' fails its checksum" in _error_line(proc)
     assert not (tmp_path / "out" / "result.json").exists()
 
     shutil.copyfile(aoti_digits / artifact, bundle / artifact)
@@ -71,7 +78,7 @@ def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: P
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     proc = _run_runner(name, bundle, artifact, tmp_path / "out2")
     assert proc.returncode == 2, proc.stderr
-    assert "'../golden/input.bin' is absolute or contains '..'" in proc.stderr
+    assert "'../golden/input.bin' is absolute or contains '..'" in _error_line(proc)
 
 
 @pytest.mark.slow
@@ -86,13 +93,6 @@ def test_python_runner_outputs_are_raw_little_endian(aoti_iris: Path, tmp_path: 
         got = np.fromfile(tmp_path / "out" / entry["path"], dtype="<f4").reshape(entry["shape"])
         golden = next(t for t in bundle.manifest.golden.outputs if t.name == entry["name"])
         np.testing.assert_allclose(got, bundle.read_tensor(golden), atol=1e-4, rtol=1e-3)
-
-
-def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The runner's whole stderr, which must be exactly one 'error: ...' line."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 @pytest.mark.slow
