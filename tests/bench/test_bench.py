@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, read_result
+from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, inference, read_result
 from torchport.bench.bundle import bundle_onnx, resolve_threads
 from torchport.bench.inference import EAGER, ORT_FP32, _add_rates
 from torchport.bench.peak import count_flops, estimate_peak, physical_cores
@@ -29,7 +29,14 @@ def _contender(name: str, scale: float = 1.0, fail: bool = False) -> Contender:
     return Contender(name, "fake", prepare)
 
 
-def test_bench_contenders_reports_ratios_errors_and_agreement() -> None:
+@pytest.fixture
+def steady(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell judged stable: these tests check ratios and errors, not this machine's noise (test_stability.py
+    checks the judgement on made-up timings)."""
+    monkeypatch.setattr(inference, "instability", lambda *_: [])
+
+
+def test_bench_contenders_reports_ratios_errors_and_agreement(steady: None) -> None:
     inputs = {1: np.array([[0.0, 1.0, 2.0]], dtype=np.float32), 4: np.eye(4, 3, dtype=np.float32)}
     contenders = [_contender(EAGER), _contender(ORT_FP32, 1.0), _contender("flipped", -1.0)]
     result = bench_contenders("fake", contenders, inputs, threads=[1], iterations=7, least=3, rounds=2)
@@ -79,7 +86,7 @@ def test_bench_needs_the_run_directory(digits_run: Path, tmp_path: Path) -> None
         bench_stage(alone, Console(quiet=True))
 
 
-def test_bench_stage_on_the_digits_bundle(digits_run: Path, tmp_path: Path) -> None:
+def test_bench_stage_on_the_digits_bundle(digits_run: Path, tmp_path: Path, steady: None) -> None:
     console = Console(record=True, width=200)
     out = tmp_path / "copy.json"
     result = bench_stage(

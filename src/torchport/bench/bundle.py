@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from torchport.bench.contenders import model_contenders
-from torchport.bench.inference import EAGER, ORT_FP32, BenchResult, bench_contenders
+from torchport.bench.inference import EAGER, ORT_FP32, BenchResult, Measurement, bench_contenders
 from torchport.bench.peak import count_flops
 from torchport.bundle.manifest import Bundle, read_bundle
 from torchport.errors import UsageError
@@ -93,7 +93,8 @@ def table_rows(
     result: BenchResult, ratio: Callable[[float | None], str], text: Callable[[str], str] = str
 ) -> list[list[str]]:
     """The cells of the ratio table under ``HEADERS``, shared by the terminal and the report: ``ratio`` styles the
-    ratios, ``text`` escapes the contender's name (HTML)."""
+    ratios, ``text`` escapes the contender's name (HTML). An unstable row shows "unstable" where its ratios would
+    be, and a row compared with an unstable reference "ref unstable", whatever ratio the JSON holds."""
     rows = []
     for m in result.measurements:
         diff = "-" if m.max_abs_diff is None else ("ref" if m.contender == EAGER else f"{m.max_abs_diff:.1e}")
@@ -101,12 +102,12 @@ def table_rows(
             [
                 str(m.batch),
                 str(m.threads),
-                text(m.contender),
+                text(m.contender) + ("" if m.stable else " (unstable)"),
                 f"{m.median_ms:.3f}",
                 f"{m.p99_ms:.3f}",
                 f"{m.throughput:,.0f}",
-                ratio(m.vs_eager),
-                ratio(m.vs_ort_fp32),
+                _ratio_cell(result, m, EAGER, m.vs_eager, ratio),
+                _ratio_cell(result, m, ORT_FP32, m.vs_ort_fp32, ratio),
                 "-" if m.gflops is None else f"{m.gflops:.1f}",
                 "-" if m.peak_fraction is None else f"{m.peak_fraction:.0%}",
                 diff,
@@ -114,6 +115,64 @@ def table_rows(
             ]
         )
     return rows
+
+
+def _row(result: BenchResult, contender: str, batch: int, threads: int) -> Measurement | None:
+    return next(
+        (m for m in result.measurements if (m.contender, m.batch, m.threads) == (contender, batch, threads)), None
+    )
+
+
+def quotable(result: BenchResult, m: Measurement, reference: str) -> bool:
+    """Whether a ratio of ``m`` to ``reference`` (in the same cell) may be quoted: both rows stable."""
+    other = _row(result, reference, m.batch, m.threads)
+    return m.stable and (other is None or other.stable)
+
+
+def _ratio_cell(
+    result: BenchResult, m: Measurement, reference: str, value: float | None, ratio: Callable[[float | None], str]
+) -> str:
+    if not m.stable:
+        return "unstable"
+    if not quotable(result, m, reference):
+        return "ref unstable"
+    return ratio(value)
+
+
+def unstable_lines(result: BenchResult) -> list[str]:
+    """One line per row that stayed unstable after measuring it again: which, where, and why."""
+    return [
+        f"{m.contender} at batch {m.batch}, {m.threads} thread(s): {'; '.join(m.unstable_because) or 'unstable'}"
+        for m in result.measurements
+        if not m.stable
+    ]
+
+
+def headline(result: BenchResult) -> str:
+    """The figures worth quoting, from stable rows only: per batch size and thread count, the fastest contender
+    against eager, and how many rows were left unquoted."""
+    quotes = []
+    for threads in result.threads:
+        for batch in result.batches:
+            candidates = [
+                m
+                for m in result.measurements
+                if (m.batch, m.threads) == (batch, threads)
+                and m.contender != EAGER
+                and m.vs_eager is not None
+                and quotable(result, m, EAGER)
+            ]
+            if candidates:
+                best = max(candidates, key=lambda m: m.vs_eager or 0.0)
+                quotes.append(f"{best.contender} {best.vs_eager:.2f}× eager at batch {batch}, {threads} thread(s)")
+    text = "; ".join(quotes) if quotes else "no stable cell to quote"
+    unstable = sum(not m.stable for m in result.measurements)
+    if unstable:
+        text += (
+            f". {unstable} of {len(result.measurements)} cells unstable even when measured again: "
+            "marked in the table, no ratio given for them"
+        )
+    return text
 
 
 def _rich_ratio(value: float | None) -> str:
@@ -161,6 +220,9 @@ def bench_stage(bundle_dir: Path, console: Console, json_path: Path | None = Non
     console.print(bench_table(result))
     for note in result.notes:
         console.print(f"[yellow]note[/] {note}")
+    for line in unstable_lines(result):
+        console.print(f"[yellow]unstable[/] {line}")
+    console.print(f"headline (stable cells only): {headline(result)}")
     if not any(m.contender == ORT_FP32 for m in result.measurements):
         console.print("[yellow]note[/] no fp32 ONNX artifact measured; 'vs ORT fp32' is empty")
     run_dir = bundle_dir.parent

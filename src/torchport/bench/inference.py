@@ -3,7 +3,8 @@
 A contender is a name and a ``prepare(threads, batch_input)`` that returns a zero-argument call; preparing does the
 work that must stay outside the timing (making an ONNX Runtime session, compiling with torch.compile). The timed
 calls are interleaved in rounds (every contender runs a block, then the next), so drift in the machine's load hits
-all contenders alike.
+all contenders alike. A cell whose timings are unstable (bench/stability.py) is measured once more; a row that stays
+unstable is marked ``stable: false`` and no ratio is computed from it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from torchport.bench.stability import instability, limits, load_average
 from torchport.errors import first_line
 
 Call = Callable[[], np.ndarray]
@@ -55,6 +57,9 @@ class Measurement:
     gflops: float | None = None  # the model's FLOPs at this batch / the median: achieved (for int8: effective) GFLOP/s
     peak_fraction: float | None = None  # fp32 rows: gflops / this machine's peak FP32 rate on ``threads`` cores
     precision: str = "fp32"
+    stable: bool = True  # false: the timings cannot be quoted (bench/stability.py); no ratio is computed from them
+    unstable_because: list[str] = field(default_factory=list)  # one phrase per reason, empty when stable
+    remeasured: bool = False  # the cell looked unstable at first and was measured once more; these are the new times
 
 
 @dataclass
@@ -69,6 +74,7 @@ class BenchResult:
     peak: dict[str, Any] | None = None  # PeakEstimate.to_dict(): how the peak was derived
     iterations: int | None = None  # the most timed calls per contender and cell
     budget_s: float | None = None  # seconds of timed calls per contender and cell
+    stability_limits: dict[str, float] | None = None  # the thresholds that judged each row's ``stable``
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -173,6 +179,7 @@ def bench_contenders(
 
     result = BenchResult(subject, machine_description(), sorted(inputs), list(threads))
     result.iterations, result.budget_s = iterations, round(budget_s, 4)
+    result.stability_limits = limits()
     if flop_counter is not None:
         result.flops = {batch: flop_counter(array) for batch, array in sorted(inputs.items())}
         peak = estimate_peak()
@@ -223,8 +230,9 @@ def _bench_cell(
     outputs: dict[str, np.ndarray] = {}
     prepare_s: dict[str, float] = {}
     slowest = 0.0
+    where = f"batch {batch}, {threads} thread(s)"
     for contender in contenders:
-        progress(f"batch {batch}, {threads} thread(s): preparing {contender.name}")
+        progress(f"{where}: preparing {contender.name}")
         started = time.perf_counter()
         try:
             call = contender.prepare(threads, array)
@@ -236,19 +244,44 @@ def _bench_cell(
             slowest = max(slowest, (time.perf_counter() - begun) / max(warmup, 1))
         except Exception as exc:  # one contender failing (e.g. torch.compile without a compiler) is a note, not a stop
             message = first_line(exc)[:200]
-            where = f"batch {batch}, {threads} thread(s)"
             notes.append(f"{contender.name} failed at {where}: {type(exc).__name__}: {message}")
             continue
         calls[contender.name] = call
     count = iterations_for(slowest, budget_s, least, iterations)
-    progress(f"batch {batch}, {threads} thread(s): timing {len(calls)} contender(s) x {count} calls")
+    progress(f"{where}: timing {len(calls)} contender(s) x {count} calls")
+    rows = _timed_rows(contenders, calls, outputs, prepare_s, batch, threads, count, rounds)
+    unsteady = [r.contender for r in rows if not r.stable]
+    if unsteady:  # once more, all contenders (they are compared with each other), and these times replace the first
+        progress(f"{where}: unstable ({', '.join(unsteady)}), measuring once more")
+        rows = _timed_rows(contenders, calls, outputs, prepare_s, batch, threads, count, rounds)
+        for row in rows:
+            row.remeasured = True
+    return rows
+
+
+def _timed_rows(
+    contenders: Sequence[Contender],
+    calls: dict[str, Call],
+    outputs: dict[str, np.ndarray],
+    prepare_s: dict[str, float],
+    batch: int,
+    threads: int,
+    count: int,
+    rounds: int,
+) -> list[Measurement]:
+    """Time the prepared ``calls`` interleaved and make one row per contender, each judged stable or not; ratios
+    only between stable rows."""
+    load = load_average()
     times = _interleaved(calls, count, rounds, SETTLE_S if threads > 1 else 0.0)
+    load = max(load, load_average())
+    cpus = os.cpu_count() or 1
     reference = contenders[0].name
     rows = []
     for contender in contenders:
         if contender.name not in times:
             continue
         seconds = times[contender.name]
+        reasons = instability(seconds, rounds, load, cpus)
         median = float(np.median(seconds))
         diff = agreement = None
         mine, theirs = outputs[contender.name], outputs.get(reference)
@@ -271,11 +304,20 @@ def _bench_cell(
                 precision=contender.precision,
                 max_abs_diff=diff,
                 argmax_agreement=agreement,
+                stable=not reasons,
+                unstable_because=reasons,
             )
         )
-    eager = next((r.median_ms for r in rows if r.contender == reference), None)
-    fp32 = next((r.median_ms for r in rows if r.contender == ORT_FP32), None)
+    eager = next((r for r in rows if r.contender == reference), None)
+    fp32 = next((r for r in rows if r.contender == ORT_FP32), None)
     for row in rows:
-        row.vs_eager = _ratio(eager, row.median_ms)
-        row.vs_ort_fp32 = _ratio(fp32, row.median_ms)
+        row.vs_eager = _stable_ratio(eager, row)
+        row.vs_ort_fp32 = _stable_ratio(fp32, row)
     return rows
+
+
+def _stable_ratio(reference: Measurement | None, row: Measurement) -> float | None:
+    """reference median / row median, or None when either is missing or unstable: noise is not a speed-up."""
+    if reference is None or not (reference.stable and row.stable):
+        return None
+    return _ratio(reference.median_ms, row.median_ms)

@@ -7,12 +7,30 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from torchport.bundle.manifest import Artifact, Latency, Manifest, read_bundle
+from torchport.bundle.graph import check_graph
+from torchport.bundle.manifest import Artifact, Bundle, Latency, Manifest, read_bundle
+from torchport.errors import BundleError
+
+
+def _checksum_problems(bundle: Bundle) -> dict[str, str]:
+    """Bundle path -> why it fails (missing, checksum), for every file the manifest names; empty when all match."""
+    problems: dict[str, str] = {}
+    for entry in bundle.files():
+        try:
+            bundle.verified_path(entry)
+        except BundleError as exc:
+            problems[entry.path] = str(exc)
+    return problems
 
 
 def print_bundle(root: Path, console: Console) -> None:
+    """Print the summary; BundleError after it when a file fails its checksum (the table shows which), and before
+    it when the manifest's tensors disagree with the graph."""
     bundle = read_bundle(root)
     manifest = bundle.manifest
+    problems = _checksum_problems(bundle)
+    if not problems:
+        check_graph(bundle)  # reads the ONNX files, so only once their checksums are known to match
     console.print(f"[bold]{manifest.name}[/] — {manifest.task}, bundle format {manifest.format_version}")
     tensors = Table(title="tensors")
     for column in ("", "name", "dtype", "shape"):
@@ -25,12 +43,14 @@ def print_bundle(root: Path, console: Console) -> None:
         console.print(f"labels: {', '.join(manifest.labels)}")
     console.print(f"preprocessing: {manifest.preprocessing.description}")
     artifacts = Table(title="artifacts")
-    for column in ("path", "kind", "precision", "opset", "size", "sha256", "verified"):
+    for column in ("path", "kind", "precision", "opset", "size", "sha256", "checksum", "verified"):
         artifacts.add_column(column)
     verdicts = {v.artifact: v for v in manifest.verification}
     for artifact in manifest.artifacts:
         verdict = verdicts.get(artifact.path)
         status = "-" if verdict is None else ("[green]pass[/]" if verdict.passed else "[red]FAIL[/]")
+        if artifact.path in problems:  # the stored verdict was about other bytes
+            status = "[red]stale: the file changed since[/]" if verdict is not None else "-"
         artifacts.add_row(
             artifact.path,
             artifact.kind,
@@ -38,9 +58,15 @@ def print_bundle(root: Path, console: Console) -> None:
             str(artifact.opset or "-"),
             f"{artifact.bytes / 1024:.1f} KiB",
             artifact.sha256[:12] + "…",
+            "[red]MISMATCH[/]" if artifact.path in problems else "[green]ok[/]",
             status,
         )
     console.print(artifacts)
+    checked = len(bundle.files())
+    if problems:
+        console.print(f"[red]checksums: {len(problems)} of {checked} files fail:[/] {', '.join(problems)}")
+    else:
+        console.print(f"checksums: all {checked} files match the manifest (SHA-256, computed now)")
     if any(a.latency or a.accuracy for a in manifest.artifacts) or manifest.variants:
         console.print(variants_table(manifest))
     files = len(manifest.golden.inputs) + len(manifest.golden.outputs)
@@ -53,6 +79,8 @@ def print_bundle(root: Path, console: Console) -> None:
         f"{origin.onnxruntime}; config {origin.config_name} ({origin.config_hash}); commit {origin.git_commit or '-'};"
         f" {origin.created}"
     )
+    if problems:
+        raise BundleError(next(iter(problems.values())))
 
 
 def _ms(latencies: list[Latency], batch: int, threads: int) -> str:

@@ -227,21 +227,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def safe_path(root: Path, relative: str) -> Path:
-    """``root/relative`` if it stays inside ``root`` with no link on the way; BundleError otherwise."""
+def safe_path(root: Path, relative: str, what: str = "bundle path", inside: str = "the bundle") -> Path:
+    """``root/relative`` if it stays inside ``root`` with no link on the way; BundleError otherwise.
+
+    ``what`` names the value in the message (e.g. the manifest field), ``inside`` the folder it must stay in.
+    """
     pure = PurePosixPath(relative)
     if not relative or pure.is_absolute() or "\\" in relative or relative.startswith("~"):
-        raise BundleError(f"bundle path '{relative}' is not a plain relative path; refusing it")
+        raise BundleError(f"{what} '{relative}' is not a plain relative path; refusing it")
     if any(part == ".." for part in pure.parts):
-        raise BundleError(f"bundle path '{relative}' climbs out of the bundle with '..'; refusing it")
+        raise BundleError(f"{what} '{relative}' climbs out of {inside} with '..'; refusing it")
     current = root
     for part in pure.parts:
         current = current / part
         if current.is_symlink():
-            raise BundleError(f"bundle path '{relative}' goes through a link ({part}); refusing it")
+            raise BundleError(f"{what} '{relative}' goes through a link ({part}); refusing it")
     resolved = current.resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise BundleError(f"bundle path '{relative}' resolves outside the bundle; refusing it")
+        raise BundleError(f"{what} '{relative}' resolves outside {inside}; refusing it")
     return current
 
 
@@ -270,6 +273,9 @@ class Bundle:
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
         self.manifest = manifest
+        # (path, sha256) -> (inode, size, mtime) when its checksum last matched: the graph check and the reader
+        # that follows it do not hash the same large file twice
+        self._matched: dict[tuple[str, str], tuple[int, int, int]] = {}
 
     def path(self, relative: str) -> Path:
         return safe_path(self.root, relative)
@@ -278,17 +284,30 @@ class Bundle:
         target = self.path(entry.path)
         if not target.is_file():
             raise BundleError(f"bundle file '{entry.path}' is missing")
+        stat = target.stat()
+        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._matched.get((entry.path, entry.sha256)) == signature:
+            return target
         actual = sha256_file(target)
         if actual != entry.sha256:
             raise BundleError(
                 f"bundle file '{entry.path}' fails its checksum: "
                 f"SHA-256 {actual[:12]}… != manifest {entry.sha256[:12]}…"
             )
+        self._matched[(entry.path, entry.sha256)] = signature
         return target
 
+    def files(self) -> list[FileEntry]:
+        """Every file the manifest vouches for with a checksum."""
+        return [*self.manifest.artifacts, *self.manifest.golden.inputs, *self.manifest.golden.outputs]
+
     def verify_all(self) -> None:
-        for entry in [*self.manifest.artifacts, *self.manifest.golden.inputs, *self.manifest.golden.outputs]:
+        """Every checksum, then the manifest's tensors against each ONNX graph (bundle/graph.py)."""
+        from torchport.bundle.graph import check_graph
+
+        for entry in self.files():
             self.verified_path(entry)
+        check_graph(self)
 
     def read_tensor(self, tensor: GoldenTensor) -> np.ndarray:
         raw = self.verified_path(tensor).read_bytes()
@@ -311,10 +330,15 @@ class Bundle:
 def read_bundle(root: Path) -> Bundle:
     """Read and validate ``root/manifest.json``; every path it names is checked to stay inside the bundle."""
     manifest_path = root / MANIFEST
+    if manifest_path.is_symlink():  # it could lead anywhere, and `save` would write through it
+        raise BundleError(f"{manifest_path}: {MANIFEST} is a link; a bundle's manifest must be a plain file in it")
     if not manifest_path.is_file():
         raise BundleError(f"{root} is not a bundle: {MANIFEST} not found")
     try:
-        raw = json.loads(manifest_path.read_text())
+        raw = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise BundleError(f"{manifest_path}: not UTF-8 text (byte {exc.start} is {byte:#04x})") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     try:
@@ -324,6 +348,29 @@ def read_bundle(root: Path) -> Bundle:
         where = ".".join(str(p) for p in first["loc"])
         raise BundleError(f"{manifest_path}: {where}: {first['msg']}") from None
     bundle = Bundle(root, manifest)
+    _confine_paths(bundle)
+    return bundle
+
+
+def checkpoint_path(bundle: Bundle) -> Path:
+    """The run's checkpoint that ``provenance.checkpoint`` names: ``RUN_DIR/checkpoints/<name>.pt``, never outside."""
+    name = bundle.manifest.provenance.checkpoint
+    folder, what, where = bundle.root.parent / "checkpoints", "manifest provenance.checkpoint", "the run's checkpoints"
+    safe_path(folder, name, what, where)  # the message names the value as the manifest gives it
+    return safe_path(folder, f"{name}.pt", what, where)
+
+
+def _confine_paths(bundle: Bundle) -> None:
+    """Every path the manifest holds stays in the bundle (or, for the checkpoint, in the run dir around it), whether
+    or not a reader opens it today: a path is refused where the manifest is read, not where it is used."""
+    manifest = bundle.manifest
     for entry in [*manifest.artifacts, *manifest.golden.inputs, *manifest.golden.outputs]:
         bundle.path(entry.path)
-    return bundle
+    named = [(f"artifacts[{i}].derived_from", a.derived_from) for i, a in enumerate(manifest.artifacts)]
+    named += [(f"variants[{i}].path", v.path) for i, v in enumerate(manifest.variants)]
+    named += [(f"verification[{i}].artifact", v.artifact) for i, v in enumerate(manifest.verification)]
+    named += [(f"conformance[{i}].artifact", c.artifact) for i, c in enumerate(manifest.conformance)]
+    for field, value in named:
+        if value is not None:
+            safe_path(bundle.root, value, f"manifest {field}")
+    checkpoint_path(bundle)

@@ -186,7 +186,7 @@ def _plot(written: Path, draw: Callable[[BenchResult], bytes], result: BenchResu
 
 def _bench_section(run_dir: Path) -> str:
     """The ratio table and plots of ``RUN_DIR/bench.json`` (written by `torchport bench`); the plots are re-drawn."""
-    from torchport.bench.bundle import HEADERS, flops_line, table_rows
+    from torchport.bench.bundle import HEADERS, flops_line, headline, table_rows, unstable_lines
     from torchport.bench.inference import read_result
     from torchport.bench.plots import LATENCY_PNG, THROUGHPUT_PNG, latency_png, throughput_png
 
@@ -199,6 +199,9 @@ def _bench_section(run_dir: Path) -> str:
 
     rows = table_rows(result, ratio, text=html.escape)
     notes = "".join(f"<p class='fail'>{html.escape(note)}</p>" for note in result.notes)
+    notes += "".join(f"<p class='fail'>unstable: {html.escape(line)}</p>" for line in unstable_lines(result))
+    # the figures a reader takes away: from stable rows only (bench/stability.py says what stable means)
+    summary = f"<p id='bench-headline'><b>Headline (stable cells only):</b> {html.escape(headline(result))}</p>"
     flops = flops_line(result)
     threads = ",".join(str(t) for t in result.threads)
     batches = ",".join(str(b) for b in result.batches)
@@ -211,6 +214,7 @@ def _bench_section(run_dir: Path) -> str:
     return (
         f"<h2 id='benchmark'>Inference benchmark</h2><p class='small'>{html.escape(result.machine)}. Ratios &gt; 1 "
         "are faster than the reference, measured in the same run with the contenders interleaved.</p>"
+        + summary
         + (f"<p class='small'>{html.escape(flops)}</p>" if flops else "")
         + f"{notes}{_table(HEADERS, rows)}"
         + _image(_plot(run_dir / LATENCY_PNG, latency_png, result), "latency by batch size")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from torchport.bundle.graph import check_graph
 from torchport.bundle.manifest import TensorSpec, read_bundle
 from torchport.errors import BundleError, UsageError
 from torchport.serve.batcher import Arrays, DynamicBatcher
@@ -119,6 +120,7 @@ def load_repository(bundles: list[Path], threads: int | None = None, variants: b
     repository = Repository()
     for root in bundles:
         bundle = read_bundle(Path(root))
+        check_graph(bundle)  # before the manifest's shapes size anything (the warm-up batch, request checks)
         manifest = bundle.manifest
         onnx = [a for a in manifest.artifacts if a.kind == "onnx"]
         base = [a for a in onnx if a.variant is None]
