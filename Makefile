@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 # node_modules too where npm exists, so that `torchport conformance runs/digits/bundle` can reach Node.js and the browser
 demo: $(STAMP) $(if $(shell command -v npm),node_modules)
-	$(VENV)/bin/torchport run
+	$(VENV)/bin/torchport run --overwrite
 
 test: $(STAMP) ci-prereqs
 	$(PY) -m pytest -q

@@ -176,3 +176,64 @@ def test_debug_raises_instead(tmp_path: Path) -> None:
     assert main(["validate", str(tmp_path / "cfg.yaml")]) == 2
     with pytest.raises(ConfigError, match=r"^train\.epochs: "):
         main(["--debug", "validate", str(tmp_path / "cfg.yaml")])
+
+
+# --- errors that once escaped as "internal error" (issue 14, finding 6) ----------------------------------------
+
+
+def _one_line_exit_2(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr + done.stdout and "internal error" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_non_utf8_config_is_one_line(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "cfg.yaml"
+    config.write_bytes(GOOD_LAYERS.encode() + b"name: caf\xe9\n")
+    _one_line_exit_2(cli("validate", str(config)), "cfg.yaml", "UTF-8")
+
+
+@pytest.mark.parametrize("verb", ["verify", "inspect", "serve"])
+def test_non_utf8_manifest_is_one_line(digits_run: Path, cli, verb: str) -> None:  # type: ignore[no-untyped-def]
+    manifest = digits_run / "bundle" / "manifest.json"
+    manifest.write_bytes(b'{"format": "\xff\xfe"}\n')
+    extra = ["--port", "0"] if verb == "serve" else []
+    _one_line_exit_2(cli(verb, str(digits_run / "bundle"), *extra), "manifest.json", "UTF-8")
+
+
+def test_garbage_onnx_with_a_recomputed_checksum_is_one_line(digits_run: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import json
+
+    bundle = digits_run / "bundle"
+    garbage = b"this is not a protobuf" * 10
+    (bundle / "model.onnx").write_bytes(garbage)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact["path"] == "model.onnx":
+            artifact["sha256"], artifact["bytes"] = hashlib.sha256(garbage).hexdigest(), len(garbage)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_exit_2(cli("verify", str(bundle)), "model.onnx")
+
+
+def test_a_plugin_that_exits_is_one_line_naming_it(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(GOOD_LAYERS + "plugins: [quitter]\n")
+    _one_line_exit_2(cli("validate", str(config)), "plugins[0]", "quitter")
+
+
+def test_an_unexpected_error_exits_3_not_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """1 means "a check failed"; a bug of ours is neither that nor the user's mistake."""
+    from torchport import cli
+
+    def boom(args: object) -> int:
+        raise RuntimeError("something we did not expect")
+
+    monkeypatch.setattr(cli, "cmd_schema", boom)
+    assert cli.main(["schema", "manifest"]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("internal error: RuntimeError: something we did not expect")

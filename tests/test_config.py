@@ -237,3 +237,25 @@ def test_defaults_make_a_minimal_config_valid(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, {"model": {"layers": ["flatten", {"linear": {"out_features": "classes"}}]}}))
     assert isinstance(config, Config)
     assert config.data.source == "digits" and config.train.epochs >= 1
+
+
+# --- run names and the config hash (issue 14, findings 2 and 8) ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["..", ".", "/tmp/elsewhere", "a/b", "../up"])
+def test_a_run_name_that_leaves_the_runs_folder_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=r"^name: ") as raised:
+        load_config(write(tmp_path, {"name": name, "model": {"layers": LAYERS}}))
+    assert "\n" not in str(raised.value)
+
+
+def test_hash_does_not_depend_on_where_the_config_lies(tmp_path: Path) -> None:
+    """The same file in two folders, and the resolved copy a run writes elsewhere: one hash for all three."""
+    body = {"name": "same", "model": {"layers": LAYERS}, "train": {"epochs": 2}}
+    for folder in ("a", "b/deeper", "run"):
+        (tmp_path / folder).mkdir(parents=True)
+    here = load_config(write(tmp_path / "a", body))
+    there = load_config(write(tmp_path / "b" / "deeper", body))
+    assert here.hash() == there.hash()
+    written = load_config(write(tmp_path / "run", here.to_yaml(), name="config.yaml"))
+    assert written.hash() == here.hash()

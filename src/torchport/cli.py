@@ -1,7 +1,8 @@
 """The ``torchport`` command: parse, call the stage function, print, map errors to exit codes.
 
-Exit codes: 0 ok, 1 a check failed (parity, accuracy gate), 2 bad usage or config. A user sees one line per
-error; the traceback only with ``--debug``. Heavy imports happen inside the verbs so ``--help`` is instant.
+Exit codes: 0 ok, 1 a check failed (parity, accuracy gate), 2 bad usage or config, 3 an internal error (a bug of
+ours). A user sees one line per error; the traceback only with ``--debug``. Heavy imports happen inside the
+verbs so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-LAUNCH_OPTIONS = ("nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restarts")
+LAUNCH_OPTIONS = ("nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restarts", "local_addr")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -82,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = [f"--{name.replace('_', '-')}" for name in LAUNCH_OPTIONS if getattr(args, name) is not None]
     if given:
         raise UsageError(f"{given[0]} is a torchrun option; it needs --nproc-per-node N")
-    summary = train(config, Path(args.run_dir) if args.run_dir else None, resume=args.resume, console=_console())
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    summary = train(config, run_dir, resume=args.resume, console=_console(), overwrite=args.overwrite)
     if env_rank() != 0:  # under torchrun, rank 0 speaks for the job
         return 0
     best = summary["best"].get(summary["metric"])
@@ -101,7 +103,7 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[n
     import shlex
 
     from torchport.config import default_run_dir
-    from torchport.train.launch import TorchrunOptions, torchrun_command, under_torchrun, worker_args
+    from torchport.train.launch import TorchrunOptions, agent_env, torchrun_command, under_torchrun, worker_args
 
     if under_torchrun():
         raise UsageError("--nproc-per-node: this process already runs under torchrun; drop the option")
@@ -116,17 +118,42 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[n
         rdzv_endpoint=args.rdzv_endpoint,
         rdzv_id=args.rdzv_id or config.name,
         max_restarts=args.max_restarts or 0,
+        local_addr=args.local_addr,
+        dist_timeout_s=config.train.dist_timeout_s,
     )
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
-    command = torchrun_command(
-        options, worker_args(Path(args.config), run_dir, args.overrides, args.resume, args.debug)
-    )
+    _check_run_dir_free(run_dir, args.resume, args.overwrite)  # rank 0 takes the lock; refuse early here
+    workers = worker_args(Path(args.config), run_dir, args.overrides, args.resume, args.debug)
+    if args.overwrite:
+        workers.insert(workers.index("train") + 1, "--overwrite")
+    command = torchrun_command(options, workers)
+    env = agent_env(args.local_addr, args.debug)  # OMP_NUM_THREADS, GLOO_SOCKET_IFNAME, log levels
     print(f"torchrun: {shlex.join(command)}", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    # torchrun would set this too (with a banner); train.threads still sets each worker's own count.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.update(env)
     os.execv(command[0], command)
     return 0  # not reached
+
+
+def _check_run_dir_free(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """What rank 0's train() would refuse, refused before torchrun starts: one line and exit 2, not a failed job."""
+    from torchport.runlock import check_free, has_checkpoints
+
+    check_free(run_dir)
+    if not resume and not overwrite and has_checkpoints(run_dir):
+        raise UsageError(
+            f"{run_dir} holds the checkpoints of an earlier run; continue it with --resume, or start over with"
+            " --overwrite (deletes them)"
+        )
+
+
+def _holding(run_dir: Path, verb: str):  # type: ignore[no-untyped-def]
+    """The run directory's lock for a verb that writes there (see runlock.py); nothing outside a run dir."""
+    import contextlib
+
+    from torchport.runlock import run_dir_lock
+
+    return run_dir_lock(run_dir, verb) if (run_dir / "config.yaml").is_file() else contextlib.nullcontext()
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -178,20 +205,23 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from torchport.pipeline import export_stage
 
-    export_stage(Path(args.run_dir), console=_console())
+    with _holding(Path(args.run_dir), "export"):
+        export_stage(Path(args.run_dir), console=_console())
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from torchport.pipeline import verify_stage
 
-    return 0 if verify_stage(Path(args.bundle), console=_console()) else 1
+    with _holding(Path(args.bundle).parent, "verify"):  # it writes its results into the manifest
+        return 0 if verify_stage(Path(args.bundle), console=_console()) else 1
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from torchport.pipeline import optimize_stage
 
-    return 0 if optimize_stage(Path(args.bundle), console=_console()) else 1
+    with _holding(Path(args.bundle).parent, "optimize"):
+        return 0 if optimize_stage(Path(args.bundle), console=_console()) else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -251,24 +281,29 @@ def threads_list(text: str) -> list[int | str]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from torchport.bench import bench_stage
 
-    bench_stage(
-        Path(args.bundle),
-        console=_console(),
-        batches=args.batch_sizes,
-        threads=args.threads,
-        iterations=args.iterations,
-        budget_s=args.budget,
-        compile=not args.no_compile,
-        json_path=Path(args.json) if args.json else None,
-    )
+    with _holding(Path(args.bundle).parent, "bench"):
+        bench_stage(
+            Path(args.bundle),
+            console=_console(),
+            batches=args.batch_sizes,
+            threads=args.threads,
+            iterations=args.iterations,
+            budget_s=args.budget,
+            compile=not args.no_compile,
+            json_path=Path(args.json) if args.json else None,
+        )
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from torchport.config import default_run_dir
     from torchport.pipeline import run_pipeline
+    from torchport.runlock import run_dir_lock
 
     config = _load(args)
-    ok = run_pipeline(config, Path(args.run_dir) if args.run_dir else None, console=_console())
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    with run_dir_lock(run_dir, "run"):  # across every stage; train() inside takes it again
+        ok = run_pipeline(config, run_dir, console=_console(), overwrite=args.overwrite)
     return 0 if ok else 1
 
 
@@ -290,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue from the run's last good checkpoint")
+    train.add_argument(
+        "--overwrite", action="store_true", help="start over in a run dir that holds checkpoints (deletes them)"
+    )
     torchrun = train.add_argument_group("distributed (passed to torchrun; see README, Distributed training)")
     torchrun.add_argument("--nproc-per-node", type=int, help="start N DDP processes on this node with torchrun")
     torchrun.add_argument("--nnodes", help="number of nodes N, or MIN:MAX for an elastic job (default 1)")
@@ -297,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     torchrun.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous, the same on every node")
     torchrun.add_argument("--rdzv-id", help="job id shared by every node (default: the config name)")
     torchrun.add_argument("--max-restarts", type=int, help="restart the process group up to K times after a failure")
+    torchrun.add_argument(
+        "--local-addr", help="this node's address as the other nodes reach it (when its hostname resolves elsewhere)"
+    )
     verb("blocks", cmd_blocks, "list the built-in blocks and their arguments")
     verb("export", cmd_export, "export a trained run to ONNX (+ AOTInductor) and write its bundle").add_argument(
         "run_dir", help="a run directory written by `torchport train`"
@@ -351,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = verb("run", cmd_run, "train, export, verify and bundle in one go (default: the digits CNN)")
     _config_args(run, optional=True)
     run.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
+    run.add_argument("--overwrite", action="store_true", help="start over in a run dir that holds checkpoints")
     from torchport.serve.__main__ import add_arguments  # argparse only; the server imports happen in run()
 
     add_arguments(verb("serve", cmd_serve, "serve bundles over the Open Inference Protocol v2 (KServe/Triton REST)"))
@@ -382,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the traceback)",
             file=sys.stderr,
         )
-        return 1
+        return 3  # not 1: that says a check failed
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ class TrainConfig(StrictModel):
     strategy: Literal["auto", "ddp", "dp", "single"] = "auto"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
     sync_batchnorm: bool = False  # DDP on CUDA only; batch statistics over the global batch
+    # How long a rank waits for the others: to form the process group, and in any one collective. A group that
+    # cannot form, or a link that dies, ends with one line after this long instead of hanging.
+    dist_timeout_s: float = Field(300.0, gt=0)
 
 
 class OutputNames(StrictModel):
@@ -190,9 +193,24 @@ class Config(StrictModel):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _stays_in_runs(cls, name: str) -> str:
+        if set(name) == {"."}:
+            raise ValueError(f"'{name}' would put the run outside runs/; use letters, digits, '_', '-' or '.'")
+        return name
+
     def hash(self) -> str:
-        """A short, stable fingerprint of everything that shapes the trained weights and exports (not the bench)."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"bench"}), sort_keys=True)
+        """A short, stable fingerprint of everything that shapes the trained weights and exports (not the bench,
+        nor how long ranks wait for each other: a run may resume with another timeout)."""
+        dumped = self.model_dump(mode="json", exclude={"bench": True, "train": {"dist_timeout_s": True}})
+        # Where the files lie is not what they are: the config's folder (and other import paths) move with a
+        # checkout, and a run's resolved config.yaml lies in the run dir. Data files enter by name.
+        del dumped["import_paths"]
+        for key in ("path", "targets"):
+            if dumped["data"].get(key):
+                dumped["data"][key] = Path(dumped["data"][key]).name
+        canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
@@ -214,7 +232,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -48,6 +48,12 @@ class BundleError(TorchportError):
     exit_code = 2
 
 
+class DistributedError(TorchportError):
+    """The process group could not form, or lost a rank or the network mid-run: exit code 1."""
+
+    exit_code = 1
+
+
 class CheckFailed(TorchportError):
     """A verification ran and failed (parity, accuracy gate): exit code 1."""
 

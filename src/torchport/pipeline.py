@@ -337,8 +337,9 @@ def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console) -> N
     )
 
 
-def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool:
-    """train -> export -> verify -> bundle -> report, with a closing summary table."""
+def run_pipeline(config: Config, run_dir: Path | None, console: Console, overwrite: bool = False) -> bool:
+    """train -> export -> verify -> bundle -> report, with a closing summary table. ``overwrite``: start over in
+    a run dir that holds an earlier run's checkpoints (refused otherwise)."""
     from torchport.config import default_run_dir
     from torchport.report.html import write_report
     from torchport.train.loop import train
@@ -350,7 +351,7 @@ def run_pipeline(config: Config, run_dir: Path | None, console: Console) -> bool
         times[stage] = time.perf_counter() - start
 
     start = time.perf_counter()
-    summary = train(config, run_dir, console=console)
+    summary = train(config, run_dir, console=console, overwrite=overwrite)
     timed("train", start)
     start = time.perf_counter()
     export_stage(run_dir, console)

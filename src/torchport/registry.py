@@ -74,6 +74,8 @@ def import_user_module(module_name: str, import_paths: Iterable[Path] = (), wher
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{prefix}cannot import module '{module_name}': {exc}") from None
+    except SystemExit as exc:  # a plugin must not end the process; say which one tried
+        raise ConfigError(f"{prefix}importing module '{module_name}' called sys.exit({exc.code!r})") from None
     except Exception as exc:  # the user's module itself is broken (syntax error, raises at import)
         raise ConfigError(
             f"{prefix}importing module '{module_name}' failed: {type(exc).__name__}: {first_line(exc)}"

@@ -87,3 +87,15 @@ def test_background_writer_keeps_order_and_reports_a_failed_write(tmp_path: Path
     writer.submit(_state(3.0), 3)
     with pytest.raises(CheckpointError, match="writing a checkpoint"):
         writer.close()
+
+
+def test_a_checksum_file_with_bad_bytes_falls_back(tmp_path: Path) -> None:
+    """A `.sha256` that is not text is a damaged checkpoint like any other, not an internal error."""
+    model = torch.nn.Linear(2, 2)
+    for step in (1, 2):
+        save_step_checkpoint({"model": model.state_dict(), "step": step}, tmp_path, step)
+    (tmp_path / "last.pt.sha256").unlink()  # a hard link to ckpt-00000002.pt.sha256: damage last.pt's alone
+    (tmp_path / "last.pt.sha256").write_bytes(b"\xff\xfe\x00garbage")
+    path, state, refused = load_latest_good(tmp_path)
+    assert path.name == "ckpt-00000002.pt" and state["step"] == 2
+    assert len(refused) == 1 and "last.pt" in refused[0] and "\n" not in refused[0]

@@ -37,7 +37,7 @@ def no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_single_node_command_is_standalone_torchrun_running_the_cli() -> None:
     command = torchrun_command(TorchrunOptions(nproc_per_node=2, max_restarts=1), ["train", "cfg.yaml"])
-    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert command[1:3] == ["-m", "torchport.train.agent"]  # torchrun in-process, its failures as one line
     assert "--standalone" in command and "--nproc-per-node=2" in command and "--max-restarts=1" in command
     assert command[-4:] == ["-m", "torchport.cli", "train", "cfg.yaml"]
 
@@ -48,6 +48,22 @@ def test_multi_node_command_uses_a_c10d_rendezvous() -> None:
     for part in ("--nnodes=1:2", "--rdzv-backend=c10d", "--rdzv-endpoint=head:29400", "--rdzv-id=job"):
         assert part in command
     assert "--standalone" not in command
+
+
+def test_local_addr_is_passed_and_makes_the_endpoint_node_host_the_store() -> None:
+    host = TorchrunOptions(nproc_per_node=1, nnodes="2", rdzv_endpoint="10.0.0.1:29500", local_addr="10.0.0.1")
+    other = TorchrunOptions(nproc_per_node=1, nnodes="2", rdzv_endpoint="10.0.0.1:29500", local_addr="10.0.0.2")
+    assert "--local-addr=10.0.0.1" in torchrun_command(host, [])
+    assert "--rdzv-conf=is_host=1" in torchrun_command(host, [])
+    assert not any(part.startswith("--rdzv-conf") for part in torchrun_command(other, []))
+    bounded = TorchrunOptions(nproc_per_node=1, nnodes="2", rdzv_endpoint="h:1", dist_timeout_s=300)
+    assert "--rdzv-conf=read_timeout=60" in torchrun_command(bounded, [])
+
+
+def test_local_addr_that_no_interface_has_is_one_line(no_exec: None, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--nproc-per-node", "1", "--nnodes", "2", "--rdzv-endpoint", "h:1", "--local-addr", "192.0.2.77"]
+    assert cli.main(["train", DIGITS, *args]) == 2
+    assert "no interface of this host has that address" in capsys.readouterr().err
 
 
 def test_node_rank_selects_the_static_rendezvous() -> None:
@@ -138,6 +154,8 @@ def test_kubernetes_manifest_is_an_elastic_pytorchjob(tmp_path: Path) -> None:
     assert command[:3] == ["python", "-m", "torch.distributed.run"]
     assert command[command.index("torchport.cli") + 1 :][:2] == ["train", "/etc/torchport/config.yaml"]
     assert "train.epochs=3" in command
+    assert "--local-addr=$(POD_IP)" in command, "each pod advertises its own address"
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"] for v in worker["template"]["spec"]["volumes"]}
     assert mounts["config"] == "/etc/torchport" and set(mounts) <= volumes

@@ -85,3 +85,55 @@ def test_resume_refuses_a_corrupted_checkpoint_and_falls_back(tmp_path: Path) ->
     assert resumed.returncode == 0, resumed.stderr
     assert "corrupted or truncated" in resumed.stdout + resumed.stderr
     assert load_checkpoint(last)["position"]["epoch"] == 1
+
+
+# --- resume with the run's own config, and fallbacks (issue 14, findings 6 and 8) -----------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torchport.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+DIGITS_AS_TRAINED = [str(Path(__file__).resolve().parents[2] / "examples" / "digits.yaml")]
+DIGITS_AS_TRAINED += ["train.epochs=3", "export.aoti=false"]  # as tests/conftest.py trains it
+
+
+@pytest.mark.slow
+def test_resume_with_the_runs_own_config_and_one_hash_everywhere(digits_run: Path) -> None:
+    import json
+
+    done = _cli("train", str(digits_run / "config.yaml"), "--run-dir", str(digits_run), "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    checkpoint = load_checkpoint(digits_run / "checkpoints" / "last.pt")["config_hash"]
+    summary = json.loads((digits_run / "summary.json").read_text())["config_hash"]
+    manifest = json.loads((digits_run / "bundle" / "manifest.json").read_text())["provenance"]["config_hash"]
+    assert checkpoint == summary == manifest
+
+
+@pytest.mark.slow
+def test_resume_falls_back_past_a_checksum_file_with_bad_bytes(digits_run: Path) -> None:
+    (digits_run / "checkpoints" / "last.pt.sha256").unlink()  # a hard link: damage last.pt's alone
+    (digits_run / "checkpoints" / "last.pt.sha256").write_bytes(b"\xff\xfe\x00")
+    done = _cli("train", *DIGITS_AS_TRAINED, "--run-dir", str(digits_run), "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "last.pt.sha256" in done.stdout and "resumed from" in done.stdout
+
+
+@pytest.mark.slow
+def test_resume_falls_back_past_a_checkpoint_that_does_not_fit_the_model(digits_run: Path) -> None:
+    from torchport.train.checkpoint import save_checkpoint
+
+    checkpoints = digits_run / "checkpoints"
+    newest = max(checkpoints.glob("ckpt-*.pt"))
+    state = load_checkpoint(newest)
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(3, 3)  # a well-formed checkpoint of some other model
+    for path in (newest, checkpoints / "last.pt"):
+        path.unlink()  # last.pt is a hard link to the newest step file
+        save_checkpoint(state, path)
+    done = _cli("train", *DIGITS_AS_TRAINED, "--run-dir", str(digits_run), "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stdout.split())  # the console wraps long lines
+    assert "does not fit the model" in said and name in said
+    assert load_checkpoint(checkpoints / "last.pt")["position"]["epoch"] == 3

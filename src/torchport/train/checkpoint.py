@@ -14,7 +14,7 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     checksum_file = path.with_name(path.name + CHECKSUM_SUFFIX)
     if not checksum_file.is_file():
         raise CheckpointError(f"checkpoint {path} has no checksum file {checksum_file.name}; refusing to load it")
-    expected = checksum_file.read_text().split()[0] if checksum_file.read_text().strip() else ""
+    try:
+        recorded = checksum_file.read_bytes().decode("ascii").split()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"checkpoint {path}: its checksum file {checksum_file.name} is not text") from None
+    expected = recorded[0] if recorded else ""
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected:
         raise CheckpointError(
@@ -134,14 +138,20 @@ def resume_candidates(folder: Path) -> Iterator[Path]:
     yield from _step_files(folder)
 
 
-def load_latest_good(folder: Path) -> tuple[Path, dict[str, Any], list[str]]:
-    """The newest checkpoint that passes its checks, with a line for each one refused on the way."""
+def load_latest_good(
+    folder: Path, check: Callable[[Path, dict[str, Any]], None] | None = None
+) -> tuple[Path, dict[str, Any], list[str]]:
+    """The newest checkpoint that passes its checks, with a line for each one refused on the way. ``check``
+    may refuse one more (CheckpointError), e.g. a checkpoint whose weights do not fit the model."""
     refused: list[str] = []
     for candidate in resume_candidates(folder):
         if not candidate.exists():
             continue
         try:
-            return candidate, load_checkpoint(candidate), refused
+            state = load_checkpoint(candidate)
+            if check is not None:
+                check(candidate, state)
+            return candidate, state, refused
         except CheckpointError as exc:
             refused.append(str(exc))
     detail = f" ({refused[-1]})" if refused else ""

@@ -1,10 +1,10 @@
 """What distribution adds around the one training loop: ranks, the process group, model wrapping, collectives.
 
 Under ``torchrun`` every worker runs the same ``train()``; torchrun tells each one its place through the
-environment (RANK, WORLD_SIZE, LOCAL_RANK, TORCHELASTIC_RESTART_COUNT). This module reads that, starts the
-process group (nccl on CUDA, gloo on CPU) and wraps the model in DDP; the loop only asks "which rank am I",
-"gather this" and "am I the writer". Outside torchrun every helper is a no-op, so a single process runs the
-loop exactly as it always did.
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT, TORCHELASTIC_RESTART_COUNT). This module reads
+that, starts the process group (nccl on CUDA, gloo on CPU) and wraps the model in DDP; the loop only asks
+"which rank am I", "gather this" and "am I the writer". Outside torchrun every helper is a no-op, so a single
+process runs the loop exactly as it always did.
 
 Rules the helpers keep so that no rank can hang: every collective is called by every rank at the same point
 of the loop, and work done by rank 0 alone (reading a checkpoint) hands its result *or its error* to the
@@ -14,9 +14,12 @@ others through ``on_writer`` instead of leaving them waiting.
 from __future__ import annotations
 
 import os
+import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -25,8 +28,8 @@ from rich.console import Console
 from torch import nn
 
 from torchport.config import TrainConfig
-from torchport.errors import ConfigError, TorchportError, UsageError
-from torchport.train.launch import under_torchrun  # torch-free, so the CLI can ask before importing torch
+from torchport.errors import ConfigError, DistributedError, TorchportError, UsageError, first_line
+from torchport.train.launch import gloo_interface, under_torchrun  # torch-free: the CLI asks before importing torch
 
 T = TypeVar("T")
 
@@ -98,7 +101,7 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(config: TrainConfig) -> tuple[World, torch.device]:
+def setup(config: TrainConfig, say: Console | None = None) -> tuple[World, torch.device]:
     """Resolve the strategy and, under torchrun, join the process group; the caller must ``teardown``."""
     strategy = choose_strategy(config)
     env = os.environ
@@ -109,19 +112,106 @@ def setup(config: TrainConfig) -> tuple[World, torch.device]:
     backend = choose_backend(config, device)
     restart_count = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, store=_attempt_store(restart_count), rank=rank, world_size=world_size)
+        timeout = timedelta(seconds=config.dist_timeout_s)
+        where = f"{env.get('MASTER_ADDR', '?')}:{env.get('MASTER_PORT', '?')}"
+        interface = gloo_interface() if backend == "gloo" else None
+        if interface and interface.fallback and int(env.get("GROUP_WORLD_SIZE", "1")) > 1:
+            print(f"warning: rank {rank}: {interface.describe()}", flush=True)
+        try:
+            store, generation = _attempt_store(rank, world_size, timeout, where)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+            world = World("ddp", rank, local_rank, world_size, backend, restart_count)
+            # torchrun counts restarts per node (a node that only saw another node's worker die says 0): the
+            # group agrees on the largest, and a later generation on the same store is a restart too.
+            restart_count = max([generation - 1, *all_gather_objects(restart_count, world)])
+            described = all_gather_objects(interface.describe() if interface else backend, world)
+            if interface and say is not None:
+                say.print(f"gloo: {_interfaces_line(described)}")
+        except (dist.DistError, RuntimeError) as exc:
+            raise lost_group(exc, rank, config.dist_timeout_s, f"forming the process group at {where}") from exc
     return World("ddp", rank, local_rank, world_size, backend, restart_count), device
 
 
-def _attempt_store(restart_count: int) -> dist.Store:
-    """torchrun's store (env://), with the keys of this attempt under their own prefix.
+def _interfaces_line(described: list[str]) -> str:
+    """``rank 0 v1 198.18.0.1, rank 1 v2 198.18.0.2``; ranks that share an interface are listed together."""
+    ranks: dict[str, list[int]] = {}
+    for rank, text in enumerate(described):
+        ranks.setdefault(text, []).append(rank)
+    parts = [f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))} {text}" for text, r in ranks.items()]
+    return "; ".join(parts)
 
-    After a restart torchrun hands the new workers the same store, still holding the dead group's addresses
-    under the same keys; gloo then connects to ports nobody listens on and the restart fails (torch 2.13).
-    A prefix per restart makes every attempt meet on fresh keys.
+
+def _attempt_store(rank: int, world_size: int, timeout: timedelta, where: str) -> tuple[dist.Store, int]:
+    """torchrun's store (env://), with the keys of this attempt under a prefix every rank agrees on.
+
+    After a restart the new workers may get the same store (torchrun shares its agent's store across rounds),
+    still holding the dead group's addresses; gloo would connect to ports nobody listens on. So each attempt
+    meets under a fresh *generation*, which rank 0 takes from a counter in the store and hands to every other
+    rank in answer to a random ticket that rank posts: a stale ticket left by a dead worker gets an answer
+    nobody reads, and no per-node counter (TORCHELASTIC_RESTART_COUNT differs between nodes) is involved.
+    A rank that has not arrived within ``timeout`` ends the wait with one line naming it.
     """
-    store, _, _ = next(dist.rendezvous("env://"))
-    return dist.PrefixStore(f"torchport/attempt-{restart_count}", store)
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+    base = f"torchport/{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}"
+    deadline = time.monotonic() + timeout.total_seconds()
+    if rank == 0:
+        generation = int(store.add(f"{base}/generation", 1))
+        answered: dict[int, bytes] = {}
+        while True:
+            arrived = [r for r in range(1, world_size) if store.check([f"{base}/{generation}/arrived/{r}"])]
+            missing = sorted(set(range(1, world_size)) - set(arrived))
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise DistributedError(
+                    f"the process group did not form within {timeout.total_seconds():g} s: rank(s)"
+                    f" {', '.join(map(str, missing))} of {world_size} did not arrive at {where}; check that every"
+                    " node started and can reach that address (--local-addr on a multi-homed host), or raise"
+                    " train.dist_timeout_s"
+                )
+            for r in missing:
+                if store.check([f"{base}/ticket/{r}"]):
+                    ticket = store.get(f"{base}/ticket/{r}")
+                    if answered.get(r) != ticket:
+                        store.set(f"{base}/answer/{ticket.decode()}", str(generation))
+                        answered[r] = ticket
+            time.sleep(0.05)
+    else:
+        ticket = uuid.uuid4().hex
+        store.set(f"{base}/ticket/{rank}", ticket)
+        while not store.check([f"{base}/answer/{ticket}"]):
+            if time.monotonic() > deadline:
+                raise DistributedError(
+                    f"the process group did not form within {timeout.total_seconds():g} s: rank 0 did not admit"
+                    f" rank {rank} at {where}; check that the node of rank 0 runs and is reachable, or raise"
+                    " train.dist_timeout_s"
+                )
+            time.sleep(0.05)
+        generation = int(store.get(f"{base}/answer/{ticket}"))
+        store.set(f"{base}/{generation}/arrived/{rank}", "1")
+    return dist.PrefixStore(f"{base}/{generation}", store), generation
+
+
+def is_group_failure(exc: BaseException) -> bool:
+    """A collective or the store failed (gloo and c10d raise plain RuntimeErrors that name their source file)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(mark in text for mark in ("gloo", "c10d", "NCCL", "ProcessGroup"))
+
+
+def lost_group(exc: BaseException, rank: int, timeout_s: float, doing: str) -> TorchportError:
+    """A failed collective or store call as the one line a user sees (the library's message is pages long)."""
+    if isinstance(exc, TorchportError):
+        return exc
+    detail = first_line(exc, type(exc).__name__)
+    if len(detail) > 160:
+        detail = detail[:157] + "..."
+    return DistributedError(
+        f"rank {rank}: lost the process group while {doing} ({detail}); a peer died or the network between"
+        f" nodes failed (collectives wait at most train.dist_timeout_s = {timeout_s:g} s). Rerun with --resume to"
+        " continue from the last checkpoint"
+    )
 
 
 def teardown(world: World) -> None:

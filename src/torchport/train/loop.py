@@ -7,6 +7,7 @@ run killed mid-epoch and resumed end with weights bitwise equal to a run left al
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -21,11 +22,13 @@ from torch import nn
 
 from torchport.config import Config, default_run_dir
 from torchport.data import DataSplits, Split, load_data
-from torchport.errors import CheckpointError
+from torchport.errors import CheckpointError, UsageError
 from torchport.models.compose import ModelSpec, build_model
+from torchport.runlock import has_checkpoints, run_dir_lock
 from torchport.train import distributed
 from torchport.train.checkpoint import CheckpointWriter, load_latest_good, resume_candidates
 from torchport.train.distributed import World
+from torchport.train.launch import env_rank
 from torchport.train.optim import build_optimizer, build_scheduler
 from torchport.train.sampling import EpochBatchSampler
 from torchport.train.tasks import TaskAdapter, make_task
@@ -169,12 +172,14 @@ def _restore(
     return position
 
 
-def _load_for_resume(checkpoints: Path, config_hash: str, world: World, required: bool) -> dict[str, Any] | None:
+def _load_for_resume(
+    checkpoints: Path, config_hash: str, world: World, required: bool, model: nn.Module
+) -> dict[str, Any] | None:
     """The newest good checkpoint (rank 0 reads it). ``required`` is False after an elastic restart that came
     before the first checkpoint: then the group simply starts from the beginning."""
     if not required and not any(path.exists() for path in resume_candidates(checkpoints)):
         return None
-    path, state, refused = load_latest_good(checkpoints)
+    path, state, refused = load_latest_good(checkpoints, check=lambda path, state: _fits(path, state, model))
     if state.get("config_hash") != config_hash:
         raise CheckpointError(
             f"{path} was written by a different config (hash {state.get('config_hash')} != {config_hash});"
@@ -187,6 +192,17 @@ def _load_for_resume(checkpoints: Path, config_hash: str, world: World, required
             f" the same number (--nproc-per-node x nodes = {written_by})"
         )
     return {"path": str(path), "state": state, "refused": refused}
+
+
+def _fits(path: Path, state: dict[str, Any], model: nn.Module) -> None:
+    """A checkpoint whose weights are another model's (names or shapes) is refused like a damaged one."""
+    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    weights = state["model"] if isinstance(state.get("model"), dict) else {}
+    found = {name: tuple(getattr(value, "shape", ())) for name, value in weights.items()}
+    for name in [*expected, *found]:
+        if expected.get(name) != found.get(name):
+            theirs, ours = (f"shape {d[name]}" if name in d else "missing" for d in (found, expected))
+            raise CheckpointError(f"checkpoint {path} does not fit the model: '{name}' is {theirs}, the model's {ours}")
 
 
 def _trim_metrics(path: Path, before_epoch: int) -> None:
@@ -211,19 +227,48 @@ def _progress(console: Console) -> Progress:
 
 
 def train(
-    config: Config, run_dir: Path | None = None, resume: bool = False, console: Console | None = None
+    config: Config,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` in ``run_dir``; return the summary that is also written to ``summary.json``.
 
     Under torchrun this joins the process group, runs the same loop as DDP and leaves the group at the end;
     every rank returns the same summary. After an elastic restart it resumes from the last checkpoint.
+    Rank 0 holds the run directory's lock throughout; a run dir with checkpoints needs ``resume`` or ``overwrite``.
     """
-    world, device = distributed.setup(config.train)
+    console = console or Console()
+    world, device = distributed.setup(config.train, console if env_rank() == 0 else None)
+    held = contextlib.ExitStack()
     try:
-        quiet = Console(quiet=True)
-        return _train(config, run_dir, resume, (console or Console()) if world.is_writer else quiet, world, device)
+        run_dir = Path(run_dir or default_run_dir(config))
+        say = console if world.is_writer else Console(quiet=True)
+        resuming = resume or world.restart_count > 0
+        distributed.on_writer(lambda: _claim(held, run_dir, resuming, overwrite, say), world)
+        return _train(config, run_dir, resume, say, world, device)
+    except Exception as exc:
+        if world.distributed and distributed.is_group_failure(exc):
+            raise distributed.lost_group(exc, world.rank, config.train.dist_timeout_s, "training") from exc
+        raise
     finally:
+        held.close()
         distributed.teardown(world)
+
+
+def _claim(held: contextlib.ExitStack, run_dir: Path, resuming: bool, overwrite: bool, console: Console) -> None:
+    """Take the run directory for this run (see runlock.py); never replace an earlier run's checkpoints unasked."""
+    previous = held.enter_context(run_dir_lock(run_dir, "train"))
+    if previous:
+        console.print(
+            f"[yellow]note:[/] took over the lock of {run_dir} from {previous}, which ended without releasing it"
+        )
+    if not resuming and not overwrite and has_checkpoints(run_dir):
+        raise UsageError(
+            f"{run_dir} holds the checkpoints of an earlier run; add --resume to continue it, or --overwrite to"
+            " start over (its checkpoints are deleted)"
+        )
 
 
 def _train(
@@ -251,7 +296,7 @@ def _train(
     position = Position()
     # After an elastic restart (torchrun restarted the whole group) every rank picks up the last checkpoint.
     if resume or world.restart_count > 0:
-        found = distributed.on_writer(lambda: _load_for_resume(checkpoints, config_hash, world, resume), world)
+        found = distributed.on_writer(lambda: _load_for_resume(checkpoints, config_hash, world, resume, model), world)
         if found is not None:
             for line in found["refused"]:
                 console.print(f"[yellow]skipped:[/] {line}")

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from torchport.errors import BundleError, first_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -50,7 +52,10 @@ def onnxruntime_session(path: Path | bytes, threads: int = 1, optimize: bool = T
 
 
 def onnx_runner(path: Path) -> Runner:
-    session = onnxruntime_session(path)
+    try:
+        session = onnxruntime_session(path)
+    except Exception as exc:  # a bundle's file that is no ONNX model (its checksum only says it is unchanged)
+        raise BundleError(f"{path}: ONNX Runtime cannot load it: {type(exc).__name__}: {first_line(exc)}") from None
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]
 
