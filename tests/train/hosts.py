@@ -42,16 +42,30 @@ class Hosts:
         path.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {h}\n" for h, a in mapping.items()))
         return path
 
-    def start(self, host: int, args: list[str], log: Path, hosts_file: Path | None = None) -> subprocess.Popen[bytes]:
-        """``torchport ARGS`` on host ``host``, in its own session; the pid is torchport's (every step execs)."""
+    def start(
+        self, host: int, args: list[str], log: Path, hosts_file: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``torchport ARGS`` on host ``host``, in its own session; the pid is torchport's (every step execs).
+        ``env`` is added to this process's environment."""
         setup = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
         command = ["ip", "netns", "exec", self.namespaces[host], "unshare", "--uts", "--mount", "sh", "-c", setup]
         command += ["sh", self.hostnames[host], str(hosts_file or self.hosts_file())]
         command += [sys.executable, "-m", "torchport.cli", *args]
         with open(log, "wb") as handle:
-            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
         self.started.append(proc)
         return proc
+
+    def power_off(self, host: int) -> None:
+        """The whole node goes away: SIGKILL to every process on host ``host`` (its agent and the workers, which
+        torchrun starts in sessions of their own). The namespace and its wire stay, as a dead machine's port does."""
+        _kill_inside(self.namespaces[host])
 
     def link(self, host: int, up: bool) -> None:
         """Cut (or restore) host ``host``'s end of the wire."""

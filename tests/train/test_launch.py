@@ -223,3 +223,11 @@ def test_ddp_path_with_a_world_of_one_matches_a_plain_run(tmp_path: Path, monkey
     assert expected.keys() == actual.keys(), "DDP checkpoints hold the plain module's keys"
     assert all(bool((expected[k] == actual[k]).all()) for k in expected)
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["world_size"] == 1
+
+
+def test_torchruns_own_rendezvous_settings_are_kept_and_win() -> None:
+    options = TorchrunOptions(nproc_per_node=1, nnodes="1:2", rdzv_endpoint="h:1", dist_timeout_s=300)
+    env = {"PET_RDZV_CONF": "last_call_timeout=8,keep_alive_interval=2"}
+    assert "--rdzv-conf=last_call_timeout=8,keep_alive_interval=2,read_timeout=60" in torchrun_command(options, [], env)
+    mine = torchrun_command(options, [], {"PET_RDZV_CONF": "read_timeout=7"})
+    assert "--rdzv-conf=read_timeout=7" in mine

@@ -193,3 +193,37 @@ def test_hosts_whose_names_resolve_elsewhere_train_with_local_addr(hosts: Hosts,
     assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
     gloo = next(line for line in logs[0].splitlines() if line.startswith("gloo:"))
     assert "198.18.0.1" in gloo and "198.18.0.2" in gloo and "GLOO_SOCKET_IFNAME" in gloo, gloo
+
+
+@pytest.mark.timeout(120)
+def test_a_node_gone_from_an_elastic_job_ends_the_survivor_with_one_line(hosts: Hosts, tmp_path: Path) -> None:
+    """`--nnodes 1:2`: h2 (agent and worker) is SIGKILLed mid-epoch. h1's worker sees the broken collective at
+    once; its agent re-forms the group alone (world size 1) after the rendezvous' last call; the new worker
+    refuses the checkpoint written by 2 processes (exit 2), and the agent ends there instead of spending its
+    other restarts on the same refusal."""
+    config, run_dir = _write(tmp_path, ELASTIC), tmp_path / "gone"
+    # The rendezvous drops a node whose agent has missed keep_alive_max_attempt heartbeats, keep_alive_interval
+    # apart (default 3 x 5 s), and waits last_call_timeout for more nodes once MIN are there (default 30 s).
+    gone_s, last_call_s = 2 * 3, 8
+    args = ["train", str(config), "--run-dir", str(run_dir), "--nproc-per-node", "1", "--nnodes", "1:2"]
+    args += ["--rdzv-endpoint", "h1:29506", "--max-restarts", "2"]
+    logs = _logs(tmp_path, run_dir)
+    env = {"PET_RDZV_CONF": f"keep_alive_interval=2,keep_alive_max_attempt=3,last_call_timeout={last_call_s}"}
+    procs = [hosts.start(i, args, logs[i], env=env) for i in (0, 1)]
+    worker_with_rank(procs[1].pid, rank=1)  # both nodes are in the first round: world size 2
+    _wait_for(run_dir / "checkpoints" / "last.pt", procs, 60)
+    hosts.power_off(1)
+    gone_at = time.monotonic()
+    code = procs[0].wait(timeout=gone_s + last_call_s + 60)
+    took = time.monotonic() - gone_at
+    text = logs[0].read_text()
+    assert code == 2, (code, text[-3000:])
+    assert took < gone_s + last_call_s + 20, f"took {took:.0f} s to end after the node went away"
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    # The attempt that lost h2 says so; the re-formed group of one says why it cannot go on, once.
+    assert len(errors) == 2, errors
+    assert "rank 0: lost the process group" in errors[0] and "torchrun restarts the group (restart 1 of 2)" in errors[0]
+    assert "re-formed with 1 process(es)" in errors[1] and "written by 2" in errors[1], errors
+    assert "--resume" in errors[1], errors
+    assert text.rstrip().splitlines()[-1] == errors[1], text[-2000:]

@@ -19,6 +19,7 @@ from typing import Any
 from torchport.errors import first_line
 
 EXIT_FAILED = 1
+EXIT_REFUSED = 2  # a worker refused its config or checkpoint (torchport.errors): a restart would refuse again
 
 
 def _endpoint(argv: list[str]) -> str:
@@ -122,6 +123,23 @@ def _bound_store_calls(seconds: float) -> None:
     backend.C10dRendezvousBackend._call_store = bounded  # type: ignore[method-assign]
 
 
+def _no_restart_after_refusal() -> None:
+    """A worker that exited with code 2 refused its config or checkpoint; restarting the group cannot change
+    that (e.g. after a node left an elastic job, the smaller group refuses a checkpoint written by the larger
+    one), so the agent ends the job at once instead of spending its restarts, a rendezvous each, on it."""
+    from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
+
+    original = LocalElasticAgent._monitor_workers
+
+    def monitor(self: Any, worker_group: Any) -> Any:
+        result = original(self, worker_group)
+        if result.is_failed() and any(f.exitcode == EXIT_REFUSED for f in result.failures.values()):
+            self._remaining_restarts = 0
+        return result
+
+    LocalElasticAgent._monitor_workers = monitor  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = os.environ.get("TORCHPORT_DEBUG") == "1"
@@ -133,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     _bound_store_calls(_read_timeout(argv) + 1)
+    _no_restart_after_refusal()
     try:
         run(args)
     except Exception as exc:

@@ -207,10 +207,18 @@ def lost_group(exc: BaseException, rank: int, timeout_s: float, doing: str) -> T
     detail = first_line(exc, type(exc).__name__)
     if len(detail) > 160:
         detail = detail[:157] + "..."
+    # This node's agent restarts the group while it has restarts left (torchrun counts them per node).
+    done, allowed = (
+        int(os.environ.get(key, "0")) for key in ("TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS")
+    )
+    then = (
+        f"torchrun restarts the group (restart {done + 1} of {allowed}), which resumes from the last checkpoint"
+        if done < allowed
+        else "Rerun with --resume to continue from the last checkpoint"
+    )
     return DistributedError(
         f"rank {rank}: lost the process group while {doing} ({detail}); a peer died or the network between"
-        f" nodes failed (collectives wait at most train.dist_timeout_s = {timeout_s:g} s). Rerun with --resume to"
-        " continue from the last checkpoint"
+        f" nodes failed (collectives wait at most train.dist_timeout_s = {timeout_s:g} s). {then}"
     )
 
 

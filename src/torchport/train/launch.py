@@ -84,7 +84,9 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return match.group("host"), port
 
 
-def torchrun_command(options: TorchrunOptions, worker_args: list[str]) -> list[str]:
+def torchrun_command(
+    options: TorchrunOptions, worker_args: list[str], env: Mapping[str, str] | None = None
+) -> list[str]:
     """``python -m torch.distributed.run ... -m torchport.cli WORKER_ARGS``: one node's agent.
 
     Without an endpoint it is a single-node ``--standalone`` job (torchrun picks a free port). With one, every
@@ -101,12 +103,15 @@ def torchrun_command(options: TorchrunOptions, worker_args: list[str]) -> list[s
     elif options.rdzv_endpoint:
         command += [f"--nnodes={options.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={options.rdzv_endpoint}"]
         command.append(f"--rdzv-id={options.rdzv_id}")
-        conf = []
+        # torchrun's own environment for --rdzv-conf (PET_RDZV_CONF, e.g. last_call_timeout=10) is kept: the
+        # option below would replace it. Its settings win over the ones torchport adds.
+        conf = [item for item in (env if env is not None else os.environ).get("PET_RDZV_CONF", "").split(",") if item]
+        given = {item.partition("=")[0] for item in conf}
         if options.local_addr and hosts_rendezvous(options.rdzv_endpoint, options.local_addr):
             # torch guesses whether it hosts the c10d store from its hostname; on a host whose name resolves
             # elsewhere that guess is wrong and every node waits for a store nobody serves.
-            conf.append("is_host=1")
-        if options.dist_timeout_s:
+            conf += [] if "is_host" in given else ["is_host=1"]
+        if options.dist_timeout_s and "read_timeout" not in given:
             # An agent that loses the rendezvous store (the link to its host died) gives up after this, before
             # its workers' own collective timeout: it stops them and says so in one line (torch's default: 60 s).
             conf.append(f"read_timeout={max(5, min(60, int(options.dist_timeout_s // 2)))}")

@@ -186,6 +186,13 @@ def _load_for_resume(
             " resume with the run's own config.yaml"
         )
     written_by = int(state.get("world_size", 1))
+    if written_by != world.world_size and not required:
+        what = "start the missing node(s) again" if world.world_size < written_by else "run on the same nodes"
+        raise CheckpointError(
+            f"the group re-formed with {world.world_size} process(es) after a restart (nodes left or joined the"
+            f" elastic job) but {path} was written by {written_by}; exact resume needs the same number: {what}"
+            " and rerun every node with --resume"
+        )
     if written_by != world.world_size:
         raise CheckpointError(
             f"{path} was written by {written_by} process(es) but this run has {world.world_size}; exact resume needs"
