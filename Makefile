@@ -44,7 +44,6 @@ ci-prereqs:
 	  command -v wrk >/dev/null || missing="$$missing wrk"; \
 	  command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	  command -v mvn >/dev/null || missing="$$missing maven"; \
-	  command -v make >/dev/null || missing="$$missing make"; \
 	  [ -f /usr/include/jansson.h ] || missing="$$missing libjansson-dev"; \
 	  [ -f /usr/include/openssl/evp.h ] || missing="$$missing libssl-dev"; \
 	  [ -f /usr/include/nlohmann/json.hpp ] || missing="$$missing nlohmann-json3-dev"; \

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from torchport.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# Kept between sessions (gitignored): compiled runners and clients are keyed by their sources' digests.
+BUILD_DIR = ROOT / "build" / "runners"
 
 
 def quiet_console() -> Console:
@@ -54,3 +57,15 @@ def cli() -> CliRunner:
         return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runner_build_dir() -> Iterator[Path]:
+    """Point the compiled runners and clients at a build folder that outlives the session: each compiles once."""
+    previous = os.environ.get("TORCHPORT_BUILD_DIR")
+    os.environ["TORCHPORT_BUILD_DIR"] = str(BUILD_DIR)
+    yield BUILD_DIR
+    if previous is None:
+        os.environ.pop("TORCHPORT_BUILD_DIR", None)
+    else:
+        os.environ["TORCHPORT_BUILD_DIR"] = previous

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import EXAMPLES
 
 from torchport.config import Config, apply_override, config_from_dict, load_config
 from torchport.errors import ConfigError
@@ -259,3 +260,17 @@ def test_hash_does_not_depend_on_where_the_config_lies(tmp_path: Path) -> None:
     assert here.hash() == there.hash()
     written = load_config(write(tmp_path / "run", here.to_yaml(), name="config.yaml"))
     assert written.hash() == here.hash()
+
+
+def test_hash_follows_the_data_file_not_its_folder(tmp_path: Path) -> None:
+    """A CSV copied with its config hashes the same; another CSV of the same name does not."""
+    source = EXAMPLES / "data" / "houses.csv"
+    data = {"source": "csv", "path": "houses.csv", "target": "price_k", "task": "regression"}
+    body = {"name": "csv", "data": data, "model": {"layers": LAYERS}}
+    hashes = []
+    for folder, rows in (("v1", None), ("v1-copy", None), ("v2", 10)):
+        (tmp_path / folder).mkdir()
+        lines = source.read_text().splitlines(keepends=True)
+        (tmp_path / folder / "houses.csv").write_text("".join(lines if rows is None else lines[: rows + 1]))
+        hashes.append(load_config(write(tmp_path / folder, body)).hash())
+    assert hashes[0] == hashes[1] != hashes[2]

@@ -36,6 +36,7 @@ def test_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_pa
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(long))
     run_dir = tmp_path / "run"
+    args = [str(config), "--run-dir", str(run_dir), "train.epochs=1"]
     first = subprocess.Popen([*TORCHPORT, "train", str(config), "--run-dir", str(run_dir)], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -43,7 +44,6 @@ def test_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_pa
             assert time.monotonic() < deadline, "the first run wrote no checkpoint"
             time.sleep(0.05)
         assert first.poll() is None, first.stderr.read() if first.stderr else ""
-        args = [str(config), "--run-dir", str(run_dir), "train.epochs=1"]
         second = subprocess.run([*TORCHPORT, "train", *args], capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stdout + second.stderr
         line = _only_line(second)

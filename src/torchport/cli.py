@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument(
         "--runtimes",
         default="all",
-        help="all (default) or a comma list of python, openvino, node, browser, cpp, c, java, go, rust",
+        help="all (default) or a comma list of python, openvino, node, browser, cpp, c, java, go, rust; with --server "
+        "also the v2 clients csharp, r, java-v2",
     )
     conformance.add_argument("--json", help="also write the results as JSON to this file")
     conformance.add_argument(

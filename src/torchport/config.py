@@ -205,11 +205,13 @@ class Config(StrictModel):
         nor how long ranks wait for each other: a run may resume with another timeout)."""
         dumped = self.model_dump(mode="json", exclude={"bench": True, "train": {"dist_timeout_s": True}})
         # Where the files lie is not what they are: the config's folder (and other import paths) move with a
-        # checkout, and a run's resolved config.yaml lies in the run dir. Data files enter by name.
+        # checkout, and a run's resolved config.yaml lies in the run dir. A data file enters by name and size (a
+        # cheap stand-in for its content: data/v1/train.csv and data/v2/train.csv differ), a folder by name.
         del dumped["import_paths"]
         for key in ("path", "targets"):
             if dumped["data"].get(key):
-                dumped["data"][key] = Path(dumped["data"][key]).name
+                where = Path(dumped["data"][key])
+                dumped["data"][key] = f"{where.name}:{where.stat().st_size}" if where.is_file() else where.name
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

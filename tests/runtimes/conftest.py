@@ -15,15 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import EXAMPLES, ROOT, quiet_console
+from tests.conftest import BUILD_DIR, EXAMPLES, quiet_console
 
 from torchport.bundle.manifest import read_bundle
 from torchport.config import load_config
 from torchport.runtimes.base import Runtime
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-# Kept between sessions (gitignored): the binary is keyed by runner.cpp's and torch's versions.
-BUILD_DIR = ROOT / "build" / "runners"
 
 
 def require(runtime: Runtime) -> None:
@@ -63,18 +61,6 @@ def any_bundle(request: pytest.FixtureRequest) -> Path:
     name = "aoti_digits" if request.param == "digits" else "aoti_iris"
     bundle: Path = request.getfixturevalue(name)
     return bundle
-
-
-@pytest.fixture(scope="session", autouse=True)
-def cpp_build_dir() -> Iterator[Path]:
-    """Point the C++ runtime at a build folder that outlives the session, so runner.cpp compiles once."""
-    previous = os.environ.get("TORCHPORT_BUILD_DIR")
-    os.environ["TORCHPORT_BUILD_DIR"] = str(BUILD_DIR)
-    yield BUILD_DIR
-    if previous is None:
-        os.environ.pop("TORCHPORT_BUILD_DIR", None)
-    else:
-        os.environ["TORCHPORT_BUILD_DIR"] = previous
 
 
 def _our_chromiums() -> list[int]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tests.runtimes.conftest import assert_out_matches_golden, follow_readme, require
 
-from torchport.bundle.manifest import read_bundle
+from torchport.bundle.manifest import read_bundle, sha256_file
 from torchport.runtimes.base import install_files
 from torchport.runtimes.conformance import registry, run_conformance
 
@@ -119,6 +119,57 @@ def test_runner_refuses_inputs_that_do_not_match_the_manifest(name: str, aoti_di
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert message in _error_line(proc)
         assert not (tmp_path / f"out-{key}" / "result.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_runner_refuses_an_output_name_that_is_not_a_plain_file_name(
+    name: str, aoti_digits: Path, tmp_path: Path
+) -> None:
+    """An output named '../escape' would be written as OUT_DIR/../escape.bin: every runner refuses it instead.
+
+    The ONNX runners take output names from the model, so the graph's output is renamed; the C++ runner takes them
+    from the manifest (model.pt2 fixes its own), so there the manifest's output name is changed."""
+    require(registry()[name])
+    bundle = tmp_path / "bundle"
+    shutil.copytree(aoti_digits, bundle, ignore=shutil.ignore_patterns("runners"))
+    artifact = _artifact_for(name)
+    if not (bundle / artifact).is_file():
+        pytest.fail(f"the fixture bundle has no {artifact}")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    old = manifest["outputs"][0]["name"]
+    bad = "../x" if name == "cpp" else "../escape"
+    if name != "cpp":
+        import onnx
+
+        model = onnx.load(str(bundle / artifact))
+        graph = model.graph
+        assert old in [o.name for o in graph.output]
+        for value in [*graph.output, *graph.value_info]:
+            if value.name == old:
+                value.name = bad
+        for node in graph.node:
+            node.output[:] = [bad if n == old else n for n in node.output]
+            node.input[:] = [bad if n == old else n for n in node.input]
+        onnx.save(model, str(bundle / artifact))
+        entry = next(a for a in manifest["artifacts"] if a["path"] == artifact)
+        entry["sha256"] = sha256_file(bundle / artifact)
+        entry["bytes"] = (bundle / artifact).stat().st_size
+    manifest["outputs"][0]["name"] = bad
+    for golden in manifest["golden"]["outputs"]:
+        if golden["name"] == old:
+            golden["name"] = bad
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+    out = tmp_path / "work" / "out"
+    out.parent.mkdir()
+    proc = _run_runner(name, bundle, artifact, out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"output name '{bad}' is not a plain file name" in _error_line(proc)
+    assert not (out / "result.json").exists()
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) in ([], ["out"])
+    assert not list(tmp_path.glob("**/escape.bin")) and not list(tmp_path.glob("**/x.bin"))
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def _csharp_missing() -> str | None:
 def _csharp_build(folder: Path) -> None:
     source = copy_sources(CSHARP, folder)
     argv = [shutil.which("mcs") or "mcs", f"-out:{folder / 'client.exe'}", "-r:System.Net.Http.dll"]
-    argv += ["-r:System.Web.Extensions.dll", "-r:System.Runtime.Serialization.dll", str(source / "Client.cs")]
+    argv += ["-r:System.Web.Extensions.dll", str(source / "Client.cs")]  # what clients/csharp/README.md says
     run_build("C# client", argv, folder)
 
 
@@ -67,7 +67,8 @@ def _java_missing() -> str | None:
 
 def _java_build(folder: Path) -> None:
     source = copy_sources(JAVA, folder)
-    run_build("Java client", [shutil.which("javac") or "javac", "-d", str(folder), str(source / "Client.java")], folder)
+    javac = shutil.which("javac") or "javac"  # --release 11: the classes run on any JVM the client supports
+    run_build("Java client", [javac, "--release", "11", "-d", str(folder), str(source / "Client.java")], folder)
 
 
 def _java_command(bundle: Path, client_dir: Path, url: str, out: Path) -> list[str]:

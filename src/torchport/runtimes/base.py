@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,23 +110,45 @@ def copy_sources(runtime: Runtime, folder: Path) -> Path:
     return source
 
 
+def run_process_group(
+    argv: list[str], timeout_s: float, env: dict[str, str], cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """Run a runner or a build in its own process group; on timeout SIGTERM the whole group (the browser runner
+    then closes Chromium; cargo's and Maven's children go too), and SIGKILL it if it is still there after a few
+    seconds. Raises subprocess.TimeoutExpired after the group is gone."""
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+            raise
+        return proc.returncode, stdout, stderr
+
+
 def run_build(what: str, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     """Run one build command; a failure is one line naming the runner and the compiler's first error."""
     try:
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-        )
+        code, stdout, stderr = run_process_group(argv, BUILD_TIMEOUT_S, {**os.environ, **(env or {})}, cwd)
     except subprocess.TimeoutExpired:
         raise TorchportError(f"building the {what} took over {BUILD_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        lines = (proc.stderr + proc.stdout).splitlines()
+    if code != 0:
+        lines = (stderr + stdout).splitlines()
         first = next((line for line in lines if "error" in line.lower()), "\n".join(lines[-3:]))
         raise TorchportError(f"building the {what} failed ({Path(argv[0]).name}): {first.strip()[:300]}")
 
@@ -141,7 +165,7 @@ def ort_library() -> Path | None:
     if spec is None or spec.origin is None:
         return None
     capi = Path(spec.origin).parent / "capi"
-    found = sorted(glob.glob(str(capi / "libonnxruntime.so*")) + glob.glob(str(capi / "libonnxruntime*.dylib")))
+    found = sorted(glob.glob(str(capi / "libonnxruntime.so*")) + glob.glob(str(capi / "libonnxruntime.*dylib")))
     return Path(found[-1]) if found else None
 
 
@@ -220,12 +244,14 @@ def ort_native_runtime(
     missing: Callable[[], str | None],
     build: Callable[[Path], None],
     binary: str,
+    salt: Callable[[], str] = lambda: "",
 ) -> Runtime:
     """A compiled runner on ONNX Runtime's shared library (C, Go, Rust): built once by ``build`` into the runner
-    cache, run as ``binary BUNDLE OUT --artifact PATH`` with ORT_DYLIB_PATH set, on every ONNX artifact."""
+    cache (keyed by its sources and ``salt()``, what else shapes the binary), run as ``binary BUNDLE OUT --artifact
+    PATH`` with ORT_DYLIB_PATH set, on every ONNX artifact."""
 
     def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
-        built = cached_build(runtime, bundle, "", build) / binary
+        built = cached_build(runtime, bundle, salt(), build) / binary
         return [str(built), str(bundle), str(out), "--artifact", artifact]
 
     runtime = Runtime(

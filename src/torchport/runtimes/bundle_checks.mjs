@@ -35,6 +35,14 @@ export function checkInputs(manifest) {
   }
 }
 
+// An output name becomes OUT_DIR/<name>.bin: refuse one that is not a plain file name.
+export function checkOutputName(name) {
+  if (name === "" || name === "." || name === ".." || /[/\\\0]/.test(name)) {
+    throw new Refusal(`output name '${name}' is not a plain file name; refusing it`);
+  }
+  return name;
+}
+
 export function checkSize(entry, byteLength) {
   const need = entry.shape.reduce((a, b) => a * b, 1) * ITEM_BYTES[entry.dtype];
   if (byteLength !== need) {

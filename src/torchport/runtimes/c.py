@@ -138,4 +138,5 @@ RUNTIME = ort_native_runtime(
     missing=missing,
     build=build,
     binary=BINARY,
+    salt=lambda: os.environ.get("ORT_INCLUDE_DIR", ""),  # which C API header it compiles against
 )

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 
 from torchport.bundle.manifest import DTYPES, Artifact, Bundle, ConformanceResult, OutputParity, read_bundle
 from torchport.errors import TorchportError, UsageError
-from torchport.runtimes.base import Runtime, RuntimeMissing, install_files
+from torchport.runtimes.base import Runtime, RuntimeMissing, install_files, run_process_group
 from torchport.verify.parity import Tolerance, compare
 
 ORDER = ("python", "openvino", "node", "browser", "cpp", "c", "java", "go", "rust")
@@ -174,33 +173,6 @@ def judge(
     return parities, problems
 
 
-def _run_process(argv: list[str], timeout_s: float, env: dict[str, str]) -> tuple[int, str, str]:
-    """Run a runner in its own process group; on timeout SIGTERM the group (the browser runner then closes
-    Chromium), and SIGKILL it if it is still there after a few seconds."""
-    with subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    ) as proc:
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-            raise
-        return proc.returncode, stdout, stderr
-
-
 def run_one(
     runtime: Runtime,
     bundle: Bundle,
@@ -224,10 +196,10 @@ def run_one(
     with tempfile.TemporaryDirectory(prefix=f"torchport-{runtime.name}-") as tmp:
         out = Path(tmp) / "out"
         target = server if runtime.over_server and server else artifact.path
-        argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), target, out)
         start = time.perf_counter()
         try:
-            code, stdout, stderr = _run_process(argv, runtime.timeout_s, {**os.environ, **runtime.env()})
+            argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), target, out)  # may build it first
+            code, stdout, stderr = run_process_group(argv, runtime.timeout_s, {**os.environ, **runtime.env()})
         except subprocess.TimeoutExpired:
             return ConformanceResult(status="error", reason=f"timed out after {runtime.timeout_s:.0f} s", **base)
         except (OSError, TorchportError) as exc:
@@ -297,6 +269,8 @@ def _run_all(bundle: Bundle, chosen: list[Runtime], explicit: bool, server: str 
         ][: 1 if runtime.over_server else None]
         if not artifacts:
             reason: str | None = f"the bundle has no {'/'.join(runtime.kinds)} artifact"
+        elif runtime.over_server and not server:
+            reason = "a v2 client: needs --server URL (or local)"
         else:  # explicitly named runtimes were all checked above
             reason = None if explicit else runtime.missing()
         if reason:

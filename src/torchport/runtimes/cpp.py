@@ -98,7 +98,7 @@ def build(folder: Path) -> None:
 
 
 def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
-    binary = cached_build(RUNTIME, bundle, _torch_version(), build) / "runner"
+    binary = cached_build(RUNTIME, bundle, f"{_torch_version()} {compiler()}", build) / "runner"
     return [str(binary), str(bundle), str(out), "--artifact", artifact]
 
 

@@ -79,7 +79,7 @@ def check_inputs(manifest: dict[str, Any]) -> None:
     error, or worse, as numbers computed from bytes read as the wrong type."""
     declared = {spec["name"]: spec for spec in manifest["inputs"]}
     golden = {entry["name"]: entry for entry in manifest["golden"]["inputs"]}
-    for name in declared.keys() - golden.keys():
+    for name in (name for name in declared if name not in golden):  # the first, in the manifest's order
         raise RunnerError(
             f"input '{name}': the manifest declares it but golden/ has no tensor of that name; refusing it"
         )
@@ -93,6 +93,8 @@ def check_inputs(manifest: dict[str, Any]) -> None:
                 f"{entry['dtype']}; refusing it"
             )
         want, got = spec["shape"], entry["shape"]
+        if not all(isinstance(dim, int) and dim >= 0 for dim in got):
+            raise RunnerError(f"golden input '{name}': shape {_shape_text(got)} is not a list of sizes; refusing it")
         if len(want) != len(got) or any(w != "batch" and w != g for w, g in zip(want, got, strict=True)):
             raise RunnerError(
                 f"input '{name}': the manifest declares shape {_shape_text(want)}, the golden tensor is "
@@ -136,6 +138,13 @@ def time_batches(run: Callable[[dict[str, np.ndarray]], object], inputs: dict[st
     return latencies
 
 
+def check_output_name(name: str) -> str:
+    """Refuse an output name that is not a plain file name: it becomes ``OUT_DIR/<name>.bin``."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise RunnerError(f"output name '{name}' is not a plain file name; refusing it")
+    return name
+
+
 def write_result(
     out_dir: Path,
     runtime: str,
@@ -145,6 +154,8 @@ def write_result(
     latency: list[dict],
     device: str = "cpu",
 ) -> Path:
+    for name in outputs:
+        check_output_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     described = []
     for name, array in outputs.items():

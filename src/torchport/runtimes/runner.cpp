@@ -86,6 +86,13 @@ fs::path safe_path(const fs::path& root, const std::string& relative) {
   return root / rel;
 }
 
+// An output name becomes OUT_DIR/<name>.bin: refuse one that is not a plain file name.
+const std::string& check_output_name(const std::string& name) {
+  if (name.empty() || name == "." || name == ".." || name.find_first_of(std::string("/\\\0", 3)) != std::string::npos)
+    throw Refusal("output name '" + name + "' is not a plain file name; refusing it");
+  return name;
+}
+
 std::string checked_file(const fs::path& root, const Json& entry) {
   const std::string relative = text(entry, "path");
   fs::path path = safe_path(root, relative);
@@ -191,6 +198,8 @@ int run(int argc, char** argv) {
   std::vector<std::string> golden;
   for (const Json& entry : golden_inputs) golden.push_back(checked_file(root, entry));
   check_inputs(manifest);
+  std::vector<std::string> names;
+  for (const Json& o : items(manifest, "outputs")) names.push_back(check_output_name(text(o, "name")));
   std::vector<at::Tensor> inputs;
   for (size_t g = 0; g < golden.size(); ++g) {
     const Json& entry = golden_inputs[g];
@@ -228,8 +237,6 @@ int run(int argc, char** argv) {
     latency.push_back({{"batch", batch}, {"median_ms", median(times)}, {"iterations", iterations}});
   }
 
-  std::vector<std::string> names;
-  for (const Json& o : items(manifest, "outputs")) names.push_back(text(o, "name"));
   if (names.size() != outputs.size()) throw std::runtime_error("the model returned an unexpected number of outputs");
   fs::create_directories(out_dir);
   Json described = Json::array();

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { Refusal, checkInputs, checkSize, median } from "./bundle_checks.mjs";
+import { Refusal, checkInputs, checkOutputName, checkSize, median } from "./bundle_checks.mjs";
 
 const base = process.env.TORCHPORT_NODE_MODULES
   ? path.join(process.env.TORCHPORT_NODE_MODULES, "..", "package.json")
@@ -70,6 +70,7 @@ async function main() {
   const ort = require("onnxruntime-node");
   const model = checkedFile(root, artifact);
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, executionProviders: ["cpu"] });
+  session.outputNames.forEach(checkOutputName);
   const golden = manifest.golden.inputs.map((entry) => [entry, checkedFile(root, entry)]);
   checkInputs(manifest);
   const feeds = {};

@@ -25,8 +25,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# no proxy for 127.0.0.1, whatever HTTP_PROXY says
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _ready(port: int) -> bool:
-    with suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as reply:
+    with suppress(OSError), _DIRECT.open(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as reply:
         return bool(reply.status == 200)
     return False
 
@@ -46,7 +50,7 @@ def local_server(
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
-            while not _ready(port):
+            while not (_ready(port) and process.poll() is None):  # our server answering, not another's
                 if process.poll() is not None:
                     raise TorchportError(f"the server exited with {process.returncode}: {_tail(log)}")
                 if time.monotonic() > deadline:

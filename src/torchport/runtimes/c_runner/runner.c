@@ -59,6 +59,14 @@ static int refuse(const char *format, ...) {
     return -1;
 }
 
+/* An output name becomes OUT_DIR/<name>.bin: refuse one that is not a plain file name (a C string holds no NUL). */
+static int check_output_name(const char *name) {
+    if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strpbrk(name, "/\\") != NULL) {
+        return refuse("output name '%s' is not a plain file name; refusing it", name);
+    }
+    return 0;
+}
+
 /* Any other failure: exit code 1. */
 static int fail(const char *format, ...) {
     va_list args;
@@ -565,7 +573,8 @@ static int open_session(Engine *engine, const char *model, const Golden *golden,
     /* Output names come from the model itself, in the session's order. */
     for (size_t i = 0; i < engine->output_count; i++) {
         if (ort_ok(api, api->SessionGetOutputName(engine->session, i, engine->allocator, &engine->output_names[i]),
-                   "output name")) {
+                   "output name") ||
+            check_output_name(engine->output_names[i])) {
             return -1;
         }
     }

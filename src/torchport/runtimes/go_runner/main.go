@@ -203,6 +203,14 @@ func safePath(bundle, relative string) (string, error) {
 	return filepath.Join(bundle, filepath.FromSlash(relative)), nil
 }
 
+// checkOutputName refuses an output name that is not a plain file name: it becomes OUT_DIR/<name>.bin.
+func checkOutputName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") {
+		return refuse("output name '%s' is not a plain file name; refusing it", name)
+	}
+	return nil
+}
+
 // checkedFile reads a bundle file and verifies its SHA-256 against the manifest.
 func checkedFile(bundle, relative, expected string) ([]byte, error) {
 	path, err := safePath(bundle, relative)

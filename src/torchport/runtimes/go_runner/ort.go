@@ -100,6 +100,9 @@ func runModel(modelPath string, art artifact, inputs []goldenInput, outDir strin
 		inputNames = append(inputNames, in.Name)
 	}
 	for _, o := range outInfo {
+		if err := checkOutputName(o.Name); err != nil {
+			return "", err
+		}
 		outputNames = append(outputNames, o.Name)
 	}
 	session, err := ort.NewDynamicAdvancedSession(modelPath, inputNames, outputNames, options)

@@ -138,6 +138,14 @@ fn run(args: &Args) -> Outcome<PathBuf> {
     write_results(&args.out_dir, &artifact, &engine.version, &outputs, latency)
 }
 
+/// An output name becomes OUT_DIR/<name>.bin: refuse one that is not a plain file name.
+fn check_output_name(name: &str) -> Outcome<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        return refuse(format!("output name '{name}' is not a plain file name; refusing it"));
+    }
+    Ok(())
+}
+
 fn write_results(
     out_dir: &Path,
     artifact: &bundle::Artifact,
@@ -145,11 +153,13 @@ fn write_results(
     outputs: &[engine::Output],
     latency: Vec<serde_json::Value>,
 ) -> Outcome<PathBuf> {
+    for output in outputs {
+        check_output_name(&output.name)?;
+    }
     std::fs::create_dir_all(out_dir).map_err(fail(&format!("cannot create {}", out_dir.display())))?;
     let mut described = Vec::new();
     for output in outputs {
-        // Output names may contain path separators (e.g. "head/logits"); keep every file inside OUT_DIR.
-        let file = format!("{}.bin", output.name.replace(['/', '\\'], "_"));
+        let file = format!("{}.bin", output.name);
         let path = out_dir.join(&file);
         std::fs::write(&path, &output.bytes).map_err(fail(&format!("cannot write {}", path.display())))?;
         described.push(json!({"name": output.name, "path": file, "dtype": output.dtype, "shape": output.shape}));

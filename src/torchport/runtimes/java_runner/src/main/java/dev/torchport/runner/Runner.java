@@ -78,6 +78,9 @@ public final class Runner {
             options.setSessionLogLevel(OrtLoggingLevel.ORT_LOGGING_LEVEL_WARNING);
             // the session gets the very bytes whose checksum was verified, not a second read of the file
             try (OrtSession session = env.createSession(model, options)) {
+                for (String name : session.getOutputNames()) {
+                    checkOutputName(name);
+                }
                 ObjectNode result = new ObjectMapper().createObjectNode();
                 result.put("runtime", "onnxruntime-java");
                 result.put("version", env.getVersion());
@@ -98,6 +101,15 @@ public final class Runner {
             removeOrtTempDir();
         }
         return 0;
+    }
+
+    /** Refuses an output name that is not a plain file name: it becomes OUT_DIR/<name>.bin. */
+    static String checkOutputName(String name) throws Refusal {
+        if (name.isEmpty() || name.equals(".") || name.equals("..") || name.indexOf('/') >= 0
+                || name.indexOf('\\') >= 0 || name.indexOf('\0') >= 0) {
+            throw new Refusal("output name '" + name + "' is not a plain file name; refusing it");
+        }
+        return name;
     }
 
     /**
