@@ -98,7 +98,8 @@ def build(folder: Path) -> None:
 
 
 def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
-    binary = cached_build(RUNTIME, bundle, f"{_torch_version()} {compiler()}", build) / "runner"
+    # the LibTorch it links and the compiler the user chose ($CXX): no compiler needs to run to find the binary
+    binary = cached_build(RUNTIME, bundle, f"{_torch_version()} {os.environ.get('CXX', '')}", build) / "runner"
     return [str(binary), str(bundle), str(out), "--artifact", artifact]
 
 
