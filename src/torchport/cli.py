@@ -8,6 +8,8 @@ verbs so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -400,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tell_the_agent() -> None:
+    """Under torchport's torchrun agent: leave the mark that says this worker has printed its one line, so the
+    agent, failing on the same event (a cut link), does not print a second one."""
+    mark = os.environ.get("TORCHPORT_WORKER_SAID")
+    if mark:
+        with contextlib.suppress(OSError):
+            Path(mark).touch()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -413,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     except TorchportError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _tell_the_agent()
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

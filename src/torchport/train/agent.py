@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 from torchport.errors import first_line
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _bound_store_calls(_read_timeout(argv) + 1)
     _no_restart_after_refusal()
+    # a worker that prints its one error line touches this file (cli._tell_the_agent): a cut link fails the worker
+    # and, a moment later, this agent's next store call; the worker's line is the one that says what happened
+    said = Path(tempfile.mkdtemp(prefix="torchport-agent-")) / "worker-said"
+    os.environ["TORCHPORT_WORKER_SAID"] = str(said)
     try:
         run(args)
     except Exception as exc:
@@ -162,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         line = describe(exc, _endpoint(argv))
         if line is None and not isinstance(exc, ChildFailedError):
             line = f"torchrun: {type(exc).__name__}: {first_line(exc)}"
+        if line and said.exists() and not isinstance(exc, ChildFailedError):
+            line = None  # the worker already said it
         if line:
             print(f"error: {line}", file=sys.stderr, flush=True)
         if isinstance(exc, ChildFailedError) and exc.get_first_failure()[1].exitcode > 0:
             return int(exc.get_first_failure()[1].exitcode)  # the worker's own code (2: bad config or checkpoint)
         return EXIT_FAILED
+    finally:
+        shutil.rmtree(said.parent, ignore_errors=True)
     return 0
 
 
