@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.runtimes.conftest import assert_out_matches_golden, follow_readme, require
+from tests.runtimes.conftest import assert_out_matches_golden, error_line, follow_readme, require
 
 from torchport.clients import CLIENTS
 from torchport.runtimes.base import install_files
@@ -67,12 +67,6 @@ def test_following_the_client_readme_reproduces_golden(name: str, exported_digit
     assert log.count('"path":"/v2/models/digits/infer"') >= 2  # JSON and binary, then the timed requests
 
 
-def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
-
-
 def _rewrite(bundle: Path, change: dict[str, str]) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     if "name" in change:
@@ -101,11 +95,11 @@ def test_client_names_the_status_and_the_servers_message(name: str, exported_dig
         _rewrite(bundle, change)
         with local_server([served], tmp_path / f"serve{index}.log", *server_args) as (_, port):
             proc = _run_client(name, bundle, f"http://127.0.0.1:{port}", tmp_path / f"out{index}")
-        line = _one_error_line(proc)
+        line = error_line(proc)
         assert status in line and named in line, line
         assert not (tmp_path / f"out{index}" / "result.json").exists()
     proc = _run_client(name, served, "http://127.0.0.1:9", tmp_path / "unreachable")  # nothing listens on port 9
-    assert "cannot reach http://127.0.0.1:9" in _one_error_line(proc)
+    assert "cannot reach http://127.0.0.1:9" in error_line(proc)
 
 
 @pytest.mark.slow
@@ -119,9 +113,9 @@ def test_client_refuses_a_tampered_golden_file_and_an_escaping_path(
     with open(bundle / "golden" / "input.bin", "ab") as handle:
         handle.write(b"\0")
     proc = _run_client(name, bundle, "http://127.0.0.1:9", tmp_path / "out")  # refused before any request
-    assert proc.returncode == 2 and "'golden/input.bin' fails its checksum" in _one_error_line(proc)
+    assert proc.returncode == 2 and "'golden/input.bin' fails its checksum" in error_line(proc)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["golden"]["inputs"][0]["path"] = "../golden/input.bin"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     proc = _run_client(name, bundle, "http://127.0.0.1:9", tmp_path / "out2")
-    assert proc.returncode == 2 and "'../golden/input.bin' is absolute or contains '..'" in _one_error_line(proc)
+    assert proc.returncode == 2 and "'../golden/input.bin' is absolute or contains '..'" in error_line(proc)

@@ -123,3 +123,10 @@ def assert_out_matches_golden(bundle: Path, out: Path) -> None:
         entry = next(o for o in result["outputs"] if o["name"] == golden.name)
         got = np.fromfile(out / entry["path"], dtype="<f4").reshape(entry["shape"])
         np.testing.assert_allclose(got, loaded.read_tensor(golden), atol=1e-4, rtol=1e-3)
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """A refusing runner's or client's whole stderr, which must be exactly one 'error: ...' line (and a failure)."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]

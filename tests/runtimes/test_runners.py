@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.runtimes.conftest import assert_out_matches_golden, follow_readme, require
+from tests.runtimes.conftest import assert_out_matches_golden, error_line, follow_readme, require
 
 from torchport.bundle.manifest import read_bundle, sha256_file
 from torchport.runtimes.base import install_files
@@ -31,13 +31,6 @@ def _run_runner(name: str, bundle: Path, artifact: str, out: Path) -> subprocess
 
 def _artifact_for(name: str) -> str:
     return "model.pt2" if name == "cpp" else "model.onnx"
-
-
-def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The runner's whole stderr, which must be exactly one 'error: ...' line."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 @pytest.mark.slow
@@ -69,7 +62,7 @@ def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: P
         handle.write(b"\0")
     proc = _run_runner(name, bundle, artifact, tmp_path / "out")
     assert proc.returncode == 2, proc.stderr
-    assert f"'{artifact}' fails its checksum" in _error_line(proc)
+    assert f"'{artifact}' fails its checksum" in error_line(proc)
     assert not (tmp_path / "out" / "result.json").exists()
 
     shutil.copyfile(aoti_digits / artifact, bundle / artifact)
@@ -78,7 +71,7 @@ def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: P
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     proc = _run_runner(name, bundle, artifact, tmp_path / "out2")
     assert proc.returncode == 2, proc.stderr
-    assert "'../golden/input.bin' is absolute or contains '..'" in _error_line(proc)
+    assert "'../golden/input.bin' is absolute or contains '..'" in error_line(proc)
 
 
 @pytest.mark.slow
@@ -117,7 +110,7 @@ def test_runner_refuses_inputs_that_do_not_match_the_manifest(name: str, aoti_di
         (bundle / "manifest.json").write_text(json.dumps(manifest))
         proc = _run_runner(name, bundle, _artifact_for(name), tmp_path / f"out-{key}")
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert message in _error_line(proc)
+        assert message in error_line(proc)
         assert not (tmp_path / f"out-{key}" / "result.json").exists()
 
 
@@ -166,7 +159,7 @@ def test_runner_refuses_an_output_name_that_is_not_a_plain_file_name(
     out.parent.mkdir()
     proc = _run_runner(name, bundle, artifact, out)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"output name '{bad}' is not a plain file name" in _error_line(proc)
+    assert f"output name '{bad}' is not a plain file name" in error_line(proc)
     assert not (out / "result.json").exists()
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) in ([], ["out"])
     assert not list(tmp_path.glob("**/escape.bin")) and not list(tmp_path.glob("**/x.bin"))
