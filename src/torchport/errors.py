@@ -6,12 +6,20 @@ and maps the type to an exit code (2 for usage and config problems, 1 for failed
 
 from __future__ import annotations
 
+import difflib
+
 
 def first_line(exc: BaseException, empty: str = "") -> str:
     """The first line of an exception's message (``empty`` when it has none): a library's multi-line message
     still fits the one line a user is shown."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else empty
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """"; did you mean 'x'?" for the closest known name, or nothing: a typo is the commonest config error."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class TorchportError(Exception):

@@ -1,8 +1,11 @@
-"""Name -> component lookup, for blocks and anything else a config names.
+"""Name -> component lookup: one mechanism for blocks, data sources, runtimes and export variants.
 
-One registry per kind. A name is either registered (built-ins, or a user's ``@register_block("spp")``) or an
-import path ``package.module:Name`` to the user's own code; the config file's folder is put on ``sys.path``
-first, so ``my_blocks:SpatialPyramidPool`` beside the config just works without editing torchport.
+A name is registered eagerly (``@register_block("spp")`` in a user's file), lazily as an import path that is
+loaded only when the name is used (the built-ins below, so that validating a config never imports torch), or,
+where a kind allows it, written in the config as an import path ``package.module:Name`` to the user's own code;
+the config file's folder is put on ``sys.path`` first, so ``my_blocks:SpatialPyramidPool`` beside the config just
+works without editing torchport. ``names()`` never imports anything, except a kind's *providers*: modules whose
+import registers a family of built-ins at once (the blocks).
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from torchport.config import suggest
-from torchport.errors import ConfigError, first_line
+from torchport.errors import ConfigError, first_line, suggest
 
 T = TypeVar("T")
 
@@ -22,9 +24,12 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A mapping of short names to components with helpful errors on unknown names."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, hint: str = "", providers: Iterable[str] = ()) -> None:
         self.kind = kind
+        self.hint = hint  # appended to the unknown-name error: where the user can see or add names
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
+        self._providers = list(providers)
 
     def register(self, name: str, item: T) -> T:
         if name in self._items and self._items[name] is not item:
@@ -32,23 +37,57 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Make ``name`` stand for ``module:attr``, imported on first use: listing names stays cheap."""
+        if name in self._items or self._lazy.get(name, target) != target:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._lazy[name] = target
+
+    def decorator(self, name: str) -> Callable[[T], T]:
+        """``@REGISTRY.decorator("name")`` registers what it decorates and hands it back unchanged."""
+
+        def decorate(item: T) -> T:
+            return self.register(name, item)
+
+        return decorate
+
+    def _load_providers(self) -> None:
+        while self._providers:
+            importlib.import_module(self._providers.pop(0))
+
     def names(self) -> list[str]:
-        return sorted(self._items)
+        """Every name, in the order registered (built-ins first): conformance runs runtimes in this order."""
+        self._load_providers()
+        return list(dict.fromkeys([*self._lazy, *self._items]))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        self._load_providers()
+        return name in self._items or name in self._lazy
 
-    def resolve(self, name: str, import_paths: Iterable[Path] = (), where: str = "") -> T:
-        """Find ``name`` in the registry or import it; ConfigError naming ``where`` when neither works."""
+    def check(self, name: str, where: str = "") -> str:
+        """``name`` unchanged when it is known, else a ConfigError naming ``where``: for config validators."""
+        if name not in self:
+            raise ConfigError(self._unknown(name, where))
+        return name
+
+    def get(self, name: str, where: str = "") -> T:
+        """The component for a registered name (imported now if it was lazy); ConfigError on an unknown one."""
+        self._load_providers()
+        if name not in self._items and name in self._lazy:
+            self._items[name] = import_object(self._lazy[name], where=where)
         if name in self._items:
             return self._items[name]
-        if ":" in name:
-            return import_object(name, import_paths, where)
+        raise ConfigError(self._unknown(name, where))
+
+    def resolve(self, name: str, import_paths: Iterable[Path] = (), where: str = "") -> T:
+        """A registered name, or an import path ``package.module:Name`` to the user's own code."""
+        if ":" in name and name not in self:
+            return import_object(name, import_paths, where)  # type: ignore[no-any-return]
+        return self.get(name, where)
+
+    def _unknown(self, name: str, where: str) -> str:
         prefix = f"{where}: " if where else ""
-        raise ConfigError(
-            f"{prefix}unknown {self.kind} '{name}'{suggest(name, self.names())}"
-            f" (see `torchport blocks`, or name your own as package.module:ClassName)"
-        )
+        return f"{prefix}unknown {self.kind} '{name}'{suggest(name, self.names())}{self.hint}"
 
 
 def import_object(path: str, import_paths: Iterable[Path] = (), where: str = "") -> Any:
@@ -83,7 +122,11 @@ def import_user_module(module_name: str, import_paths: Iterable[Path] = (), wher
     return module
 
 
-BLOCKS: Registry[Callable[..., Any]] = Registry("block")
+BLOCKS: Registry[Callable[..., Any]] = Registry(
+    "block",
+    hint=" (see `torchport blocks`, or name your own as package.module:ClassName)",
+    providers=["torchport.models.blocks"],
+)
 
 
 def register_block(name: str) -> Callable[[T], T]:
@@ -92,9 +135,54 @@ def register_block(name: str) -> Callable[[T], T]:
     Constructor arguments named ``in_channels``, ``in_features``, ``input_size``, ``embed_dim``, ``d_model``,
     ``num_features`` or ``in_shape`` are filled in from the shape of the data flowing into the block.
     """
+    return BLOCKS.decorator(name)  # type: ignore[return-value]
 
-    def decorate(obj: T) -> T:
-        BLOCKS.register(name, obj)  # type: ignore[arg-type]
-        return obj
 
-    return decorate
+# The built-in data sources, runtimes and export variants, by where they live: listing or validating their names
+# imports none of them (so a config error never imports torch); using one imports its module.
+DATA_SOURCES: Registry[Callable[..., Any]] = Registry("data source")
+for _name, _target in {
+    "digits": "torchport.data.sources:read_digits",
+    "iris": "torchport.data.sources:read_iris",
+    "wine": "torchport.data.sources:read_wine",
+    "breast_cancer": "torchport.data.sources:read_breast_cancer",
+    "csv": "torchport.data.sources:read_csv",
+    "parquet": "torchport.data.sources:read_parquet",
+    "npy": "torchport.data.sources:read_npy",
+    "npz": "torchport.data.sources:read_npz",
+    "image_folder": "torchport.data.sources:read_image_folder",
+}.items():
+    DATA_SOURCES.register_lazy(_name, _target)
+
+# Conformance runtimes, in the order `torchport conformance` runs them; the v2 clients run only against a server.
+RUNTIMES: Registry[Any] = Registry("runtime")
+for _name, _target in {
+    "python": "torchport.runtimes.python:PYTHON",
+    "openvino": "torchport.runtimes.python:OPENVINO",
+    "node": "torchport.runtimes.node:RUNTIME",
+    "browser": "torchport.runtimes.browser:RUNTIME",
+    "cpp": "torchport.runtimes.cpp:RUNTIME",
+    "c": "torchport.runtimes.c:RUNTIME",
+    "java": "torchport.runtimes.java:RUNTIME",
+    "go": "torchport.runtimes.go:RUNTIME",
+    "rust": "torchport.runtimes.rust:RUNTIME",
+}.items():
+    RUNTIMES.register_lazy(_name, _target)
+
+CLIENTS: Registry[Any] = Registry("v2 client")
+for _name, _target in {
+    "csharp": "torchport.clients:CSHARP",
+    "r": "torchport.clients:R",
+    "java-v2": "torchport.clients:JAVA",
+}.items():
+    CLIENTS.register_lazy(_name, _target)
+
+# Export variants built beside model.onnx by `torchport optimize`: each a Variant (file name and builder).
+VARIANTS: Registry[Any] = Registry("variant")
+for _name, _target in {
+    "optimized": "torchport.export.variants:OPTIMIZED",
+    "int8": "torchport.export.variants:INT8",
+    "fp16": "torchport.export.variants:FP16",
+    "ort": "torchport.export.variants:ORT",
+}.items():
+    VARIANTS.register_lazy(_name, _target)

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from tests.runtimes.conftest import assert_out_matches_golden, error_line, follow_readme, require
 
@@ -27,6 +26,13 @@ def _run_runner(name: str, bundle: Path, artifact: str, out: Path) -> subprocess
     argv = runtime.command(bundle, runner_dir, artifact, out)
     env = {**os.environ, **runtime.env()}
     return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False, env=env)
+
+
+def _copy_without_runners(source: Path, tmp_path: Path) -> Path:
+    """A private copy of a fixture bundle to tamper with; its runners are installed afresh by each run."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(source, bundle, ignore=shutil.ignore_patterns("runners"))
+    return bundle
 
 
 def _artifact_for(name: str) -> str:
@@ -53,8 +59,7 @@ def test_runner_matches_golden(name: str, any_bundle: Path) -> None:
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: Path, tmp_path: Path) -> None:
     require(registry()[name])
-    bundle = tmp_path / "bundle"
-    shutil.copytree(aoti_digits, bundle, ignore=shutil.ignore_patterns("runners"))
+    bundle = _copy_without_runners(aoti_digits, tmp_path)
     artifact = _artifact_for(name)
     if not (bundle / artifact).is_file():
         pytest.fail(f"the fixture bundle has no {artifact}")
@@ -81,11 +86,7 @@ def test_python_runner_outputs_are_raw_little_endian(aoti_iris: Path, tmp_path: 
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["runtime"] == "onnxruntime" and result["artifact"] == "model.onnx"
-    bundle = read_bundle(aoti_iris)
-    for entry in result["outputs"]:
-        got = np.fromfile(tmp_path / "out" / entry["path"], dtype="<f4").reshape(entry["shape"])
-        golden = next(t for t in bundle.manifest.golden.outputs if t.name == entry["name"])
-        np.testing.assert_allclose(got, bundle.read_tensor(golden), atol=1e-4, rtol=1e-3)
+    assert_out_matches_golden(aoti_iris, tmp_path / "out")
 
 
 @pytest.mark.slow
@@ -93,8 +94,7 @@ def test_python_runner_outputs_are_raw_little_endian(aoti_iris: Path, tmp_path: 
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_runner_refuses_inputs_that_do_not_match_the_manifest(name: str, aoti_digits: Path, tmp_path: Path) -> None:
     require(registry()[name])
-    bundle = tmp_path / "bundle"
-    shutil.copytree(aoti_digits, bundle, ignore=shutil.ignore_patterns("runners"))
+    bundle = _copy_without_runners(aoti_digits, tmp_path)
     original = json.loads((bundle / "manifest.json").read_text())
     samples = original["golden"]["samples"]
     cases = {
@@ -125,8 +125,7 @@ def test_runner_refuses_an_output_name_that_is_not_a_plain_file_name(
     The ONNX runners take output names from the model, so the graph's output is renamed; the C++ runner takes them
     from the manifest (model.pt2 fixes its own), so there the manifest's output name is changed."""
     require(registry()[name])
-    bundle = tmp_path / "bundle"
-    shutil.copytree(aoti_digits, bundle, ignore=shutil.ignore_patterns("runners"))
+    bundle = _copy_without_runners(aoti_digits, tmp_path)
     artifact = _artifact_for(name)
     if not (bundle / artifact).is_file():
         pytest.fail(f"the fixture bundle has no {artifact}")
