@@ -1,4 +1,8 @@
-"""The config loader: overrides, paths relative to the config, and one-line errors that name the key path."""
+"""The config loader: overrides, paths relative to the config, and one-line errors that name the key path.
+
+Errors come from loading (``load_config``: types, keys, registered names) or from checking what the code makes of
+the config (``check_config``: blocks, optimizers, data files); a user sees both the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES
 
-from torchport.config import Config, apply_override, config_from_dict, load_config
+from torchport.config import Config, DataConfig, ExportConfig, apply_override, config_from_dict, load_config
 from torchport.errors import ConfigError
+from torchport.registry import DATA_SOURCES, VARIANTS
+from torchport.validate import check_config
 
 LAYERS: list[Any] = [
     {"conv2d": {"out_channels": 16, "kernel_size": 3, "padding": 1}},
@@ -102,7 +108,7 @@ def test_overrides_do_not_change_the_file(config_path: Path) -> None:
 )
 def test_bad_overrides(config_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(config_path, [override])
+        check_config(load_config(config_path, [override]))
 
 
 def test_apply_override_builds_missing_sections() -> None:
@@ -128,7 +134,18 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
     ("wrong type", _with(train__epochs="many"), r"^train\.epochs: input should be a valid integer.*'many'"),
     ("negative", _with(train__epochs=-1), r"^train\.epochs: input should be greater than or equal to 1 \(got -1\)$"),
     ("fraction", _with(data__split__val=1.5), r"^data\.split\.val: input should be less than 1 \(got 1\.5\)$"),
-    ("literal", _with(data__source="mnist"), r"^data\.source: input should be 'digits', 'iris'"),
+    (
+        "unknown source",
+        _with(data__source="digts"),
+        r"^data\.source: unknown data source 'digts'; did you mean 'digits'\?",
+    ),
+    ("unknown source lists the names", _with(data__source="mnist"), r"^data\.source: .*\(expected one of: digits, "),
+    ("unknown variant", _with(export__variants=["int8", "int4"]), r"^export\.variants\[1\]: unknown variant 'int4'"),
+    (
+        "variant twice",
+        _with(export__variants=["int8", "int8"]),
+        r"^export\.variants: .*variant\(s\) listed twice: int8",
+    ),
     ("union", _with(export__aoti="maybe"), r"^export\.aoti: expected bool or 'auto' \(got 'maybe'\)$"),
     ("pattern", _with(name="a b"), r"^name: string should match pattern"),
     ("empty layers", {"model": {"layers": []}}, r"^model\.layers: list should have at least 1 item"),
@@ -182,8 +199,34 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, raw: dict[str, Any], message: str) -> None:
     write(tmp_path, "placeholder", name="cfg.yaml")  # a file that exists, for the npy case
     with pytest.raises(ConfigError, match=message) as raised:
-        config_from_dict(raw, base_dir=tmp_path)
+        check_config(config_from_dict(raw, base_dir=tmp_path))
     assert "\n" not in str(raised.value)
+
+
+def test_loading_checks_types_and_names_and_check_config_the_code_behind_them(tmp_path: Path) -> None:
+    """A bad block loads (loading imports no torch) and is refused by check_config, naming its key path."""
+    config = config_from_dict(_with(**{"model__layers[1]": "rleu"}), base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^model\.layers\[1\]: unknown block 'rleu'"):
+        check_config(config)
+    good = config_from_dict(_with(), base_dir=tmp_path)
+    assert check_config(good) is good
+
+
+def test_registered_names_are_checked_wherever_a_section_is_made() -> None:
+    with pytest.raises(ConfigError, match=r"^data\.source: unknown data source 'irsi'; did you mean 'iris'\?"):
+        DataConfig(source="irsi")
+    with pytest.raises(ConfigError, match=r"^export\.variants\[0\]: unknown variant 'fp8'"):
+        ExportConfig(variants=["fp8"])
+    assert ExportConfig(variants=[]).variants == []
+
+
+def test_the_json_schema_lists_the_registered_names() -> None:
+    """The registries are the one list of valid names; the published schema reads them, as validation does."""
+    definitions = Config.model_json_schema()["$defs"]
+    assert definitions["DataConfig"]["properties"]["source"]["enum"] == DATA_SOURCES.names()
+    assert definitions["ExportConfig"]["properties"]["variants"]["items"]["enum"] == VARIANTS.names()
+    assert set(DATA_SOURCES.names()) >= {"digits", "csv", "image_folder"}
+    assert VARIANTS.names() == ["optimized", "int8", "fp16", "ort"]
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,20 @@ import yaml
 from torch import nn
 
 from torchport.cli import main
-from torchport.config import load_config
+from torchport.config import Config, load_config
 from torchport.errors import ConfigError
-from torchport.models.compose import ModelSpec, build_model, check_layers
-from torchport.registry import BLOCKS, Registry, import_object, register_block
+from torchport.models import ModelSpec, build_model, check_layers
+from torchport.registry import (
+    BLOCKS,
+    CLIENTS,
+    DATA_SOURCES,
+    RUNTIMES,
+    VARIANTS,
+    Registry,
+    import_object,
+    register_block,
+)
+from torchport.validate import check_config
 
 BLOCK_SOURCE = '''
 import torch
@@ -90,6 +100,11 @@ def model_spec(layers: list[Any], in_shape: tuple[int, ...], import_paths: list[
     )
 
 
+def load_checked(path: Path) -> Config:
+    """The config as a verb sees it: loaded (plugins imported), then checked against the blocks it names."""
+    return check_config(load_config(path))
+
+
 def write_config(folder: Path, layers: list[Any], **sections: Any) -> Path:
     path = folder / "cfg.yaml"
     path.write_text(yaml.safe_dump({"model": {"layers": layers}, **sections}))
@@ -100,7 +115,7 @@ def write_config(folder: Path, layers: list[Any], **sections: Any) -> Path:
 
 
 def test_user_block_beside_the_config_by_import_path(tmp_path: Path, user_module: str) -> None:
-    config = load_config(write_config(tmp_path, layers_around({f"{user_module}:ChannelScale": {"init": 0.5}})))
+    config = load_checked(write_config(tmp_path, layers_around({f"{user_module}:ChannelScale": {"init": 0.5}})))
     assert tmp_path.resolve() in config.import_paths
 
     model = build_model(model_spec(config.model.layers, (1, 8, 8), import_paths=config.import_paths))
@@ -113,7 +128,7 @@ def test_user_block_beside_the_config_by_import_path(tmp_path: Path, user_module
 
 
 def test_user_factory_function_by_import_path(tmp_path: Path, user_module: str) -> None:
-    config = load_config(write_config(tmp_path, layers_around(f"{user_module}:half_pool")))
+    config = load_checked(write_config(tmp_path, layers_around(f"{user_module}:half_pool")))
     model = build_model(model_spec(config.model.layers, (1, 8, 8), import_paths=config.import_paths))
     assert model.layers[3].in_features == 4 * 4 * 4
 
@@ -125,7 +140,7 @@ def test_the_name_my_blocks_beside_the_config_just_works(tmp_path: Path, monkeyp
     monkeypatch.delitem(sys.modules, "my_blocks", raising=False)
     (tmp_path / "my_blocks.py").write_text(BLOCK_SOURCE)
     try:
-        config = load_config(write_config(tmp_path, layers_around("my_blocks:ChannelScale")))
+        config = load_checked(write_config(tmp_path, layers_around("my_blocks:ChannelScale")))
         build_model(model_spec(config.model.layers, (1, 8, 8), import_paths=config.import_paths))
         assert Path(sys.modules["my_blocks"].__file__ or "").parent == tmp_path
     finally:
@@ -138,21 +153,21 @@ def test_import_paths_key_adds_folders_relative_to_the_config(tmp_path: Path, us
     (tmp_path / f"{user_module}.py").rename(library / f"{user_module}.py")
     layers = layers_around(f"{user_module}:ChannelScale")
     with pytest.raises(ConfigError, match=rf"^model\.layers\[1\]: cannot import module '{user_module}'"):
-        load_config(write_config(tmp_path, layers))
-    config = load_config(write_config(tmp_path, layers, import_paths=["lib"]))
+        load_checked(write_config(tmp_path, layers))
+    config = load_checked(write_config(tmp_path, layers, import_paths=["lib"]))
     assert library.resolve() in config.import_paths
 
 
 def test_user_block_arguments_are_validated_with_its_annotations(tmp_path: Path, user_module: str) -> None:
     block = f"{user_module}:ChannelScale"
     with pytest.raises(ConfigError, match=rf"^model\.layers\[1\]\.{block}\.init: input should be a valid number"):
-        load_config(write_config(tmp_path, layers_around({block: {"init": "big"}})))
+        load_checked(write_config(tmp_path, layers_around({block: {"init": "big"}})))
     with pytest.raises(ConfigError, match=rf"^model\.layers\[1\]\.{block}\.in_channels: is inferred"):
-        load_config(write_config(tmp_path, layers_around({block: {"in_channels": 4}})))
+        load_checked(write_config(tmp_path, layers_around({block: {"in_channels": 4}})))
     with pytest.raises(
         ConfigError, match=rf"^model\.layers\[1\]\.{block}\.inti: unknown argument; did you mean 'init'"
     ):
-        load_config(write_config(tmp_path, layers_around({block: {"inti": 4}})))
+        load_checked(write_config(tmp_path, layers_around({block: {"inti": 4}})))
 
 
 @pytest.mark.parametrize(
@@ -169,7 +184,7 @@ def test_user_block_arguments_are_validated_with_its_annotations(tmp_path: Path,
 def test_bad_import_paths(tmp_path: Path, user_module: str, name: str, message: str) -> None:
     name, message = name.format(module=user_module), message.format(module=user_module)
     with pytest.raises(ConfigError, match=message) as raised:
-        load_config(write_config(tmp_path, layers_around(name)))
+        load_checked(write_config(tmp_path, layers_around(name)))
     assert "\n" not in str(raised.value)
 
 
@@ -188,17 +203,17 @@ def test_a_broken_user_module_is_a_config_error(tmp_path: Path, source: str, mes
     module = f"broken_blocks_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(source)
     with pytest.raises(ConfigError, match=r"^model\.layers\[1\]: " + message.format(module=module)):
-        load_config(write_config(tmp_path, layers_around(f"{module}:Pool")))
+        load_checked(write_config(tmp_path, layers_around(f"{module}:Pool")))
 
 
 def test_an_import_path_to_something_that_is_not_a_block(tmp_path: Path, user_module: str) -> None:
     with pytest.raises(ConfigError, match=rf"^model\.layers\[1\]: '{user_module}:NOT_A_BLOCK' is not a block; "):
-        load_config(write_config(tmp_path, layers_around(f"{user_module}:NOT_A_BLOCK")))
+        load_checked(write_config(tmp_path, layers_around(f"{user_module}:NOT_A_BLOCK")))
 
 
 def test_a_function_that_returns_no_module_fails_at_build(tmp_path: Path) -> None:
     layers = layers_around("os:getcwd")
-    config = load_config(write_config(tmp_path, layers))  # no arguments to check: fine until built
+    config = load_checked(write_config(tmp_path, layers))  # no arguments to check: fine until built
     with pytest.raises(ConfigError, match=r"^model\.layers\[1\]\.os:getcwd: 'os:getcwd' did not return an nn\.Module"):
         build_model(model_spec(config.model.layers, (1, 8, 8), import_paths=config.import_paths))
 
@@ -279,12 +294,12 @@ def test_plugins_key_imports_a_module_that_registers_short_names(tmp_path: Path)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     try:
-        loaded = load_config(path)
+        loaded = load_checked(path)
         assert loaded.plugins == [module] and f"{module}_halve" in BLOCKS
         bad = dict(config, plugins=["no_such_plugin_module"])
         path.write_text(yaml.safe_dump(bad))
         with pytest.raises(ConfigError, match=r"^plugins\[0\]: cannot import module 'no_such_plugin_module'"):
-            load_config(path)
+            load_checked(path)
     finally:
         sys.modules.pop(module, None)
 
@@ -318,8 +333,37 @@ def test_registry_of_another_kind_names_its_kind() -> None:
     registry: Registry[int] = Registry("widget")
     registry.register("alpha", 1)
     assert registry.resolve("alpha") == 1 and "alpha" in registry and registry.names() == ["alpha"]
-    with pytest.raises(ConfigError, match=r"^x\.y: unknown widget 'alpah'; did you mean 'alpha'\?"):
+    with pytest.raises(
+        ConfigError, match=r"^x\.y: unknown widget 'alpah'; did you mean 'alpha'\? \(expected one of: alpha\)$"
+    ):
         registry.resolve("alpah", where="x.y")
+
+
+def test_a_lazy_name_is_listed_and_checked_without_importing_it() -> None:
+    """What config validation relies on: names() and check() never import; get() imports, and says why it failed."""
+    registry: Registry[object] = Registry("gadget")
+    registry.register_lazy("far", "no_such_module_abc:Thing")
+    assert registry.names() == ["far"] and registry.check("far", where="k") == "far"
+    with pytest.raises(ConfigError, match=r"^k: unknown gadget 'fra'; did you mean 'far'\? \(expected one of: far\)$"):
+        registry.check("fra", where="k")
+    with pytest.raises(ConfigError, match=r"^k: cannot import module 'no_such_module_abc'"):
+        registry.get("far", where="k")
+    with pytest.raises(ValueError, match="gadget 'far' is already registered"):
+        registry.register_lazy("far", "elsewhere:Thing")
+
+
+LAZY_BUILT_INS = [
+    (registry, name) for registry in (DATA_SOURCES, RUNTIMES, CLIENTS, VARIANTS) for name in registry.names()
+]
+
+
+@pytest.mark.parametrize(("registry", "name"), LAZY_BUILT_INS, ids=lambda x: x if isinstance(x, str) else x.kind)
+def test_every_built_in_import_path_resolves(registry: Registry[Any], name: str) -> None:
+    """A typo in registry.py's import paths would only show when a user picked that name."""
+    item = registry.get(name)
+    assert item is not None
+    if registry in (RUNTIMES, CLIENTS):
+        assert item.name == name
 
 
 def test_blocks_command_lists_every_block_with_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:

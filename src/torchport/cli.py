@@ -13,20 +13,11 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
+from torchport.cli_parser import build_parser
 from torchport.errors import TorchportError, UsageError, first_line
 
 DEFAULT_CONFIG = "digits"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in our one-line style, with exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -38,25 +29,21 @@ def _console():  # type: ignore[no-untyped-def]
     return console
 
 
-def _config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
-    parser.add_argument(
-        "config",
-        nargs="?" if optional else None,
-        help="YAML config file" + (" (default: the digits CNN)" if optional else ""),
-    )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. train.epochs=2"
-    )
+def _load(args: argparse.Namespace, check: bool = True):  # type: ignore[no-untyped-def]
+    """The verb's config, loaded and (unless ``check`` is false) checked against the code behind its names.
 
-
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    Loading imports no torch, so a config error is reported at once; ``check=False`` is for the launcher that
+    hands over to torchrun, whose workers run the checks that need torch themselves.
+    """
     from torchport.config import load_config
     from torchport.examples import example_path
+    from torchport.validate import check_config
 
     config_path = args.config or example_path(DEFAULT_CONFIG)
     if "=" in str(config_path) and not Path(config_path).exists():
         raise UsageError(f"'{config_path}' looks like an override; give the config file first")
-    return load_config(config_path, args.overrides)
+    config = load_config(config_path, args.overrides)
+    return check_config(config) if check else config
 
 
 # --- verbs ---------------------------------------------------------------------------------------------------
@@ -75,11 +62,11 @@ LAUNCH_OPTIONS = ("nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restar
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc_per_node is not None:  # before importing torch: this process is replaced by torchrun
+        return _launch_torchrun(args, _load(args, check=False))
     from torchport.train.launch import env_rank
 
     config = _load(args)
-    if args.nproc_per_node is not None:
-        return _launch_torchrun(args, config)  # before importing torch: this process is replaced by torchrun
     from torchport.train.loop import train
 
     given = [f"--{name.replace('_', '-')}" for name in LAUNCH_OPTIONS if getattr(args, name) is not None]
@@ -106,6 +93,7 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[n
 
     from torchport.config import default_run_dir
     from torchport.train.launch import TorchrunOptions, agent_env, torchrun_command, under_torchrun, worker_args
+    from torchport.validate import check_data_files
 
     if under_torchrun():
         raise UsageError("--nproc-per-node: this process already runs under torchrun; drop the option")
@@ -123,6 +111,7 @@ def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[n
         local_addr=args.local_addr,
         dist_timeout_s=config.train.dist_timeout_s,
     )
+    check_data_files(config.data)  # what needs no torch is refused here, once, not by every worker
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
     _check_run_dir_free(run_dir, args.resume, args.overwrite)  # rank 0 takes the lock; refuse early here
     workers = worker_args(Path(args.config), run_dir, args.overrides, args.resume, args.debug)
@@ -160,7 +149,7 @@ def _holding(run_dir: Path, verb: str):  # type: ignore[no-untyped-def]
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from torchport.config import default_run_dir
-    from torchport.train.launch import ClusterJob, render
+    from torchport.train.manifests import ClusterJob, render
 
     config = _load(args)
     job = ClusterJob(
@@ -194,8 +183,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     table = Table(title="torchport blocks (input sizes are inferred; `classes` = number of outputs)")
     for column in ("block", "arguments", "what it does"):
         table.add_column(column)
-    for name in BLOCKS.names():
-        factory = BLOCKS.resolve(name)
+    for name in sorted(BLOCKS.names()):
+        factory = BLOCKS.get(name)
         arguments = ", ".join(f"{n}={d}" if d != "required" else n for n, _, d in block_arguments(factory))
         doc = (factory.__doc__ or "").strip().splitlines()
         table.add_row(name, arguments or "-", doc[0] if doc else "")
@@ -254,39 +243,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def int_list(text: str) -> list[int]:
-    """`1,64` -> [1, 64] for --batch-sizes and --threads."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,64, got '{text}'") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,64, got '{text}'")
-    return values
-
-
-def threads_list(text: str) -> list[int | str]:
-    """`1,all` -> [1, "all"] for bench --threads: "all" is every CPU this process may use."""
-    values: list[int | str] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if part == "all":
-            values.append(part)
-        elif part.isdigit() and int(part) >= 1:
-            values.append(int(part))
-        else:
-            raise argparse.ArgumentTypeError(f"expected positive integers or 'all' like 1,all, got '{text}'")
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected positive integers or 'all' like 1,all, got '{text}'")
-    return values
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    from torchport.bench import bench_stage
+    from torchport.bench.bundle import bench_stage
+    from torchport.report.html import refresh_report
 
-    with _holding(Path(args.bundle).parent, "bench"):
+    run_dir, console = Path(args.bundle).parent, _console()
+    with _holding(run_dir, "bench"):
         bench_stage(
             Path(args.bundle),
-            console=_console(),
+            console=console,
             batches=args.batch_sizes,
             threads=args.threads,
             iterations=args.iterations,
@@ -294,6 +259,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             compile=not args.no_compile,
             json_path=Path(args.json) if args.json else None,
         )
+        report = refresh_report(run_dir)  # a run's report shows its newest benchmark
+        if report is not None:
+            console.print(f"wrote {report}")
     return 0
 
 
@@ -309,99 +277,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-# --- parser --------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="torchport", description="From a YAML config to a verified, deployable model.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-
-    def verb(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        return sub
-
-    _config_args(verb("validate", cmd_validate, "check a config (and build its model) without training"))
-    train = verb("train", cmd_train, "train a model from a config into a run directory")
-    _config_args(train)
-    train.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
-    train.add_argument("--resume", action="store_true", help="continue from the run's last good checkpoint")
-    train.add_argument(
-        "--overwrite", action="store_true", help="start over in a run dir that holds checkpoints (deletes them)"
-    )
-    torchrun = train.add_argument_group("distributed (passed to torchrun; see README, Distributed training)")
-    torchrun.add_argument("--nproc-per-node", type=int, help="start N DDP processes on this node with torchrun")
-    torchrun.add_argument("--nnodes", help="number of nodes N, or MIN:MAX for an elastic job (default 1)")
-    torchrun.add_argument("--node-rank", type=int, help="fixed rank of this node (static rendezvous); omit for c10d")
-    torchrun.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous, the same on every node")
-    torchrun.add_argument("--rdzv-id", help="job id shared by every node (default: the config name)")
-    torchrun.add_argument("--max-restarts", type=int, help="restart the process group up to K times after a failure")
-    torchrun.add_argument(
-        "--local-addr", help="this node's address as the other nodes reach it (when its hostname resolves elsewhere)"
-    )
-    verb("blocks", cmd_blocks, "list the built-in blocks and their arguments")
-    verb("export", cmd_export, "export a trained run to ONNX (+ AOTInductor) and write its bundle").add_argument(
-        "run_dir", help="a run directory written by `torchport train`"
-    )
-    verb("verify", cmd_verify, "check every artifact of a bundle against PyTorch").add_argument(
-        "bundle", help="a bundle directory (RUN_DIR/bundle)"
-    )
-    verb(
-        "optimize",
-        cmd_optimize,
-        "add optimised variants (graph-optimised, INT8, FP16, .ort) to a bundle, each gated on accuracy",
-    ).add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
-    conformance = verb(
-        "conformance",
-        cmd_conformance,
-        "run the golden inputs in Python/ORT, OpenVINO, Node.js, a browser, C++, C, Java, Go and Rust against PyTorch",
-    )
-    conformance.add_argument("bundle", help="a bundle directory (RUN_DIR/bundle)")
-    conformance.add_argument(
-        "--runtimes",
-        default="all",
-        help="all (default) or a comma list of python, openvino, node, browser, cpp, c, java, go, rust; with --server "
-        "also the v2 clients csharp, r, java-v2",
-    )
-    conformance.add_argument("--json", help="also write the results as JSON to this file")
-    conformance.add_argument(
-        "--server", help="also run the v2 clients (csharp, r, java-v2) against this torchport serve URL, or 'local'"
-    )
-    bench = verb("bench", cmd_bench, "measure PyTorch eager, torch.compile and each ONNX artifact side by side")
-    bench.add_argument("bundle", help="a bundle directory inside its run directory (RUN_DIR/bundle)")
-    bench.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64], help="comma-separated (default 1,8,64)")
-    bench.add_argument(
-        "--threads", type=threads_list, default=[1, "all"], help="intra-op threads; 'all' = every CPU (default 1,all)"
-    )
-    bench.add_argument("--iterations", type=int, default=100, help="most timed calls per contender and cell")
-    bench.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per contender and cell")
-    bench.add_argument("--no-compile", action="store_true", help="leave torch.compile out (~10 s per batch size)")
-    bench.add_argument("--json", help="also write the results here (RUN_DIR/bench.json is always written)")
-    verb("inspect", cmd_inspect, "print a readable summary of a bundle").add_argument("bundle")
-    verb("schema", cmd_schema, "print the JSON Schema of a published format").add_argument("name", choices=["manifest"])
-    launch = verb("launch", cmd_launch, "write a cluster job (SLURM sbatch script or Kubeflow PyTorchJob) for a config")
-    _config_args(launch)
-    launch.add_argument("--emit", required=True, choices=["slurm", "kubernetes"], help="what to write")
-    launch.add_argument("--nodes", type=int, default=1, help="number of machines (default 1)")
-    launch.add_argument(
-        "--gpus-per-node", type=int, default=0, help="GPUs (= processes) per machine; 0: one CPU process"
-    )
-    launch.add_argument("--min-nodes", type=int, help="elastic: run with as few as this many nodes (default --nodes)")
-    launch.add_argument("--max-restarts", type=int, default=3, help="torchrun restarts after a failure (default 3)")
-    launch.add_argument("--image", default="torchport:latest", help="kubernetes: container image with torchport")
-    launch.add_argument("--run-dir", help="run directory as the nodes see it")
-    launch.add_argument("--output", "-o", help="write here instead of stdout")
-    run = verb("run", cmd_run, "train, export, verify and bundle in one go (default: the digits CNN)")
-    _config_args(run, optional=True)
-    run.add_argument("--run-dir", help="where to write (default: runs/<config name>)")
-    run.add_argument("--overwrite", action="store_true", help="start over in a run dir that holds checkpoints")
-    from torchport.serve.__main__ import add_arguments  # argparse only; the server imports happen in run()
-
-    add_arguments(verb("serve", cmd_serve, "serve bundles over the Open Inference Protocol v2 (KServe/Triton REST)"))
-    return parser
-
-
 def _tell_the_agent() -> None:
     """Under torchport's torchrun agent: leave the mark that says this worker has printed its one line, so the
     agent, failing on the same event (a cut link), does not print a second one."""
@@ -409,6 +284,23 @@ def _tell_the_agent() -> None:
     if mark:
         with contextlib.suppress(OSError):
             Path(mark).touch()
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate,
+    "train": cmd_train,
+    "blocks": cmd_blocks,
+    "export": cmd_export,
+    "verify": cmd_verify,
+    "optimize": cmd_optimize,
+    "conformance": cmd_conformance,
+    "bench": cmd_bench,
+    "inspect": cmd_inspect,
+    "schema": cmd_schema,
+    "launch": cmd_launch,
+    "run": cmd_run,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.handler(args))
+        return int(VERBS[args.verb](args))
     except TorchportError as exc:
         if args.debug:
             raise

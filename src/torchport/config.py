@@ -4,11 +4,15 @@ A config is YAML validated by the pydantic models below. Every error a user can 
 that names the key path (``model.layers[3].conv2d.kernel_size``) and what was expected; the CLI turns it into
 exit code 2. Paths inside a config are relative to the config file's folder, and that folder is importable so
 a user's ``my_blocks.py`` beside the config can be named by import path.
+
+This is the ground floor of the pipeline: it imports nothing of models, data or training, so loading a config
+(``torchport --help``, a typo in a key, the launcher before torchrun) never imports torch. Names of data sources
+and export variants are checked against the registries, which list them without importing them; the checks that
+need the code behind the names (blocks and their arguments, optimizers, data files) are ``torchport.validate``'s.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -18,10 +22,18 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from torchport.errors import ConfigError
+from torchport.errors import ConfigError, format_validation_error
+from torchport.registry import DATA_SOURCES, VARIANTS, Registry, import_user_module
 
-DataSource = Literal["digits", "iris", "wine", "breast_cancer", "csv", "parquet", "npy", "npz", "image_folder"]
-FILE_SOURCES = ("csv", "parquet", "npy", "npz", "image_folder")
+
+def _listing(registry: Registry[Any], where: str) -> Any:
+    """A JSON Schema hook that lists a registry's names as the allowed values (at ``where``: "" for the value
+    itself, "items" for a list's entries), read when the schema is made, so a name registered later is in it."""
+
+    def add_enum(schema: dict[str, Any]) -> None:
+        (schema[where] if where else schema)["enum"] = registry.names()
+
+    return add_enum
 
 
 class StrictModel(BaseModel):
@@ -39,7 +51,7 @@ class SplitConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    source: DataSource = "digits"
+    source: str = Field("digits", json_schema_extra=_listing(DATA_SOURCES, ""))
     path: Path | None = None
     targets: Path | None = None
     target: str | None = None
@@ -55,6 +67,12 @@ class DataConfig(StrictModel):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        # A ConfigError (not a ValueError) passes through pydantic unchanged: the registry's line names the key.
+        return DATA_SOURCES.check(source, where="data.source")
 
 
 class ModelConfig(StrictModel):
@@ -118,8 +136,8 @@ class ExportConfig(StrictModel):
     output_names: OutputNames = Field(default_factory=OutputNames)
     golden_samples: int = Field(8, ge=1, le=1024)
     # Optimised variants (`torchport optimize`, and `run` after verify); each is kept only if it passes its gate.
-    variants: list[Literal["optimized", "int8", "fp16", "ort"]] = Field(
-        default_factory=lambda: ["optimized", "int8", "fp16", "ort"]  # type: ignore[arg-type]
+    variants: list[str] = Field(
+        default_factory=lambda: ["optimized", "int8", "fp16", "ort"], json_schema_extra=_listing(VARIANTS, "items")
     )
     # Classification: the largest absolute drop in validation accuracy; regression: the largest relative rise in
     # validation RMSE (0.01 = 1 %). Measured against the fp32 model.onnx in ONNX Runtime.
@@ -139,7 +157,9 @@ class ExportConfig(StrictModel):
 
     @field_validator("variants")
     @classmethod
-    def _unique_variants(cls, variants: list[str]) -> list[str]:
+    def _known_unique_variants(cls, variants: list[str]) -> list[str]:
+        for index, name in enumerate(variants):
+            VARIANTS.check(name, where=f"export.variants[{index}]")
         repeated = sorted({v for v in variants if variants.count(v) > 1})
         if repeated:
             raise ValueError(f"variant(s) listed twice: {', '.join(repeated)}")
@@ -229,7 +249,9 @@ def default_run_dir(config: Config) -> Path:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override, validate and resolve a config file; raise ConfigError with a one-line message."""
+    """Read, override, validate and resolve a config file; raise ConfigError with a one-line message.
+
+    What needs torch to check (blocks, optimizers) is left to ``torchport.validate.check_config``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -258,7 +280,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, overrides: list[str] |
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, Config)) from None
     config = resolve_paths(config, base_dir)
-    check_config(config)
+    import_plugins(config)
     return config
 
 
@@ -275,34 +297,11 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
     return config.model_copy(update={"data": resolved_data, "import_paths": unique_paths})
 
 
-def check_config(config: Config) -> None:
-    """Checks that need more than types: files exist, blocks exist, optimizer arguments fit."""
-    _check_data_files(config.data)
-    from torchport.models.compose import check_layers
-    from torchport.registry import import_user_module
-    from torchport.train.optim import check_optimizer_config
-
-    for index, module in enumerate(config.plugins):  # before the layers: they register short block names
+def import_plugins(config: Config) -> None:
+    """Import the ``plugins`` modules, whose ``@register_block`` names the layers use: part of loading, so that a
+    stage that reads a run's config.yaml back (export, serve) knows the same names as training did."""
+    for index, module in enumerate(config.plugins):
         import_user_module(module, config.import_paths, where=f"plugins[{index}]")
-    check_layers(config.model.layers, config.import_paths)
-    check_optimizer_config(config.train)
-
-
-def _check_data_files(data: DataConfig) -> None:
-    if data.source not in FILE_SOURCES:
-        return
-    if data.path is None:
-        raise ConfigError(f"data.path: required for source '{data.source}'")
-    if data.source == "image_folder":
-        if not data.path.is_dir():
-            raise ConfigError(f"data.path: folder not found: {data.path}")
-    elif not data.path.is_file():
-        raise ConfigError(f"data.path: file not found: {data.path}")
-    if data.source == "npy":
-        if data.targets is None:
-            raise ConfigError("data.targets: required for source 'npy' (the .npy file of targets)")
-        if not data.targets.is_file():
-            raise ConfigError(f"data.targets: file not found: {data.targets}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -366,100 +365,3 @@ def _descend(node: Any, part: str | int, next_part: str | int, key_path: str) ->
         child = [] if isinstance(next_part, int) else {}
         node[part] = child
     return child
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Error messages
-
-
-def format_key_path(loc: tuple[str | int, ...] | list[str | int]) -> str:
-    """('model', 'layers', 3, 'conv2d') -> 'model.layers[3].conv2d'."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
-def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that holds the key at ``loc`` (to list the keys it accepts)."""
-    current: type[BaseModel] = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return None
-        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
-            return None
-        current = nested[0]
-    return current
-
-
-def suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-# Pydantic names the alternative of a union in the location (``kernel_size.int``, ``aoti.literal['auto']``);
-# these are not keys a user wrote, so they are taken out of the key path.
-_TYPE_TAGS = frozenset({"int", "float", "str", "bool", "none", "bytes", "list", "dict", "tuple", "set"})
-
-
-def _is_union_tag(part: str | int) -> bool:
-    return isinstance(part, str) and (part in _TYPE_TAGS or not part.isidentifier())
-
-
-def _describe_tag(tag: str) -> str:
-    """``literal['same','valid']`` -> ``'same' or 'valid'``; other tags are type names already."""
-    if tag.startswith("literal[") and tag.endswith("]"):
-        return " or ".join(tag[len("literal[") : -1].split(","))
-    return tag
-
-
-def _alternative_of(loc: tuple[str | int, ...], head: tuple[str | int, ...]) -> bool:
-    """Whether an error at ``loc`` is about the value at ``head`` failing one alternative of its union."""
-    return len(loc) > len(head) and loc[: len(head)] == head and _is_union_tag(loc[len(head)])
-
-
-def _user_key_path(loc: tuple[str | int, ...], unknown_key: bool) -> tuple[str | int, ...]:
-    """The location without union tags; an unknown key's last part is what the user wrote, even ``int``."""
-    body = loc[:-1] if unknown_key else loc
-    return tuple(part for part in body if not _is_union_tag(part)) + (loc[-1:] if unknown_key else ())
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """The first pydantic error as one line: key path, what was wrong, what was expected.
-
-    An unknown key is reported before a missing one (``modle:`` is why ``model`` is missing), and the failed
-    alternatives of a union (``int | tuple[int, int]``) are one error about one key.
-    """
-    errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
-    first = errors[0]
-    loc = tuple(first["loc"])
-    unknown_key = first["type"] == "extra_forbidden"
-    tag_at = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None) if not unknown_key else None
-    group = [first]
-    if tag_at is not None:
-        group = [error for error in errors if _alternative_of(tuple(error["loc"]), loc[:tag_at])]
-        # A value with the outer type of one alternative that failed inside it ([3, 'a']) is reported there.
-        first = max(group, key=lambda error: len(error["loc"]))
-    path = format_key_path(((prefix,) if prefix else ()) + _user_key_path(tuple(first["loc"]), unknown_key))
-    if unknown_key:
-        holder = _model_at(model, loc)
-        allowed = sorted(holder.model_fields) if holder else []
-        hint = suggest(str(loc[-1]), allowed)
-        message = f"{path}: unknown key{hint}" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
-    elif first["type"] == "missing":
-        message = f"{path}: required key is missing"
-    elif tag_at is not None and len(group) > 1 and len(first["loc"]) == tag_at + 1:
-        expected = " or ".join(_describe_tag(str(error["loc"][tag_at])) for error in group)
-        message = f"{path}: expected {expected} (got {first.get('input')!r})"
-    else:
-        message = f"{path}: {first['msg'][0].lower()}{first['msg'][1:]} (got {first.get('input')!r})"
-    more = len(errors) - len(group)
-    return message + (f" [and {more} more error{'s' if more > 1 else ''}]" if more else "")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from tests.runtimes.conftest import assert_out_matches_golden, error_line, follow_readme, require
 
-from torchport.clients import CLIENTS
+from torchport.registry import CLIENTS
 from torchport.runtimes.base import install_files
 from torchport.runtimes.conformance import choose, run_conformance
 from torchport.serve.local import local_server
 
-NAMES = list(CLIENTS)
+NAMES = CLIENTS.names()
 FOLDERS = {"csharp": "csharp", "r": "r", "java-v2": "java"}
 
 
@@ -27,7 +27,7 @@ def _bundle_copy(exported_digits: Path, tmp_path: Path) -> Path:
 
 
 def _run_client(name: str, bundle: Path, url: str, out: Path) -> subprocess.CompletedProcess[str]:
-    client = CLIENTS[name]
+    client = CLIENTS.get(name)
     folder = install_files(client, bundle)
     argv = client.command(bundle, folder, url, out)
     return subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
@@ -36,7 +36,7 @@ def _run_client(name: str, bundle: Path, url: str, out: Path) -> subprocess.Comp
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_client_passes_in_conformance_against_a_local_server(exported_digits: Path, tmp_path: Path) -> None:
-    for client in CLIENTS.values():
+    for client in map(CLIENTS.get, NAMES):
         require(client)
     bundle = _bundle_copy(exported_digits, tmp_path)
     chosen, explicit = choose("python," + ",".join(NAMES), server="local")
@@ -55,7 +55,7 @@ def test_every_client_passes_in_conformance_against_a_local_server(exported_digi
 @pytest.mark.parametrize("name", NAMES)
 def test_following_the_client_readme_reproduces_golden(name: str, exported_digits: Path, tmp_path: Path) -> None:
     """Copy the bundle elsewhere, start `torchport serve` on it, and type only what clients/<lang>/README.md says."""
-    require(CLIENTS[name])
+    require(CLIENTS.get(name))
     bundle = _bundle_copy(exported_digits, tmp_path)
     with local_server([bundle], tmp_path / "serve.log", via_cli=True) as (_, port):
         proc = follow_readme(
@@ -81,7 +81,7 @@ def _rewrite(bundle: Path, change: dict[str, str]) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", NAMES)
 def test_client_names_the_status_and_the_servers_message(name: str, exported_digits: Path, tmp_path: Path) -> None:
-    require(CLIENTS[name])
+    require(CLIENTS.get(name))
     served = exported_digits / "bundle"
     cases = [
         ({"name": "nosuchmodel"}, (), "HTTP 404", "nosuchmodel"),
@@ -108,7 +108,7 @@ def test_client_names_the_status_and_the_servers_message(name: str, exported_dig
 def test_client_refuses_a_tampered_golden_file_and_an_escaping_path(
     name: str, exported_digits: Path, tmp_path: Path
 ) -> None:
-    require(CLIENTS[name])
+    require(CLIENTS.get(name))
     bundle = _bundle_copy(exported_digits, tmp_path)
     with open(bundle / "golden" / "input.bin", "ab") as handle:
         handle.write(b"\0")

@@ -2,17 +2,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from torchport.config import DataConfig, DataSource
+from torchport.config import DataConfig
 from torchport.data import load_data
-from torchport.data.sources import SOURCES
 from torchport.errors import DataError
+from torchport.registry import DATA_SOURCES
 
 from .builders import table, updated, write_csv, write_images, write_npy, write_npz
 
@@ -32,11 +32,11 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
 ConfigFor = Callable[[str], DataConfig]
 
 
-def test_every_config_source_is_registered_and_described() -> None:
-    assert set(SOURCES) == set(get_args(DataSource)) == set(EXPECTED)
+def test_every_registered_source_is_described() -> None:
+    assert set(DATA_SOURCES.names()) == set(EXPECTED)
 
 
-@pytest.mark.parametrize("source", sorted(SOURCES))
+@pytest.mark.parametrize("source", sorted(DATA_SOURCES.names()))
 def test_source_loads_with_the_promised_shapes_and_dtypes(source: str, config_for: ConfigFor) -> None:
     shape, dtype, task, class_names, num_outputs, n_features, n = EXPECTED[source]
     data = load_data(config_for(source), seed=0)

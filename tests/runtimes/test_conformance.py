@@ -15,9 +15,11 @@ from tests.runtimes.conftest import IN_CI, require
 
 from torchport.bundle.manifest import OutputParity, read_bundle, sha256_file
 from torchport.errors import UsageError
+from torchport.registry import RUNTIMES
 from torchport.report.html import _conformance_section
-from torchport.runtimes.base import Runtime, RuntimeMissing
-from torchport.runtimes.conformance import choose, registry, run_conformance, table
+from torchport.runtimes.base import HERE, Runtime, RuntimeMissing
+from torchport.runtimes.conformance import choose, run_conformance, table
+from torchport.runtimes.python import OPENVINO, PYTHON
 
 TIMEOUT_S = 400
 
@@ -36,7 +38,7 @@ def test_all_runtimes_pass_on_digits_and_land_in_manifest(aoti_digits: Path, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads((tmp_path / "c.json").read_text())
     statuses = {row["runtime"]: row["status"] for row in rows}
-    assert set(statuses) == set(registry())
+    assert set(statuses) == set(RUNTIMES.names())
     if IN_CI:
         assert set(statuses.values()) == {"passed"}, proc.stdout
     assert statuses["python"] == "passed"
@@ -108,7 +110,7 @@ def test_second_conformance_run_does_not_rebuild(aoti_digits: Path, tmp_path: Pa
     build tool replaced by a stub that fails and leaves a mark."""
     compiled = ["cpp", "c", "java", "go", "rust"]
     for name in compiled:
-        require(registry()[name])
+        require(RUNTIMES.get(name))
     chosen, _ = choose(",".join(compiled))
     first = run_conformance(aoti_digits, chosen, explicit=True, save=False)
     assert {r.status for r in first} == {"passed"}, [r.reason for r in first]
@@ -180,6 +182,21 @@ def test_table_shows_errors_and_latency() -> None:
 def test_a_v2_client_needs_a_server() -> None:
     with pytest.raises(UsageError, match="'csharp' is a v2 client: give --server URL"):
         choose("python,csharp")
-    assert [r.name for r in choose("all")[0]] == list(registry())
+    assert [r.name for r in choose("all")[0]] == RUNTIMES.names()
     with_server = [r.name for r in choose("all", server="local")[0]]
-    assert with_server == [*registry(), "csharp", "r", "java-v2"]
+    assert with_server == [*RUNTIMES.names(), "csharp", "r", "java-v2"]
+
+
+def test_runtimes_run_in_the_registrys_order() -> None:
+    """Cheapest first: the Python runners, then Node and the browser, then the compiled ones."""
+    assert RUNTIMES.names() == ["python", "openvino", "node", "browser", "cpp", "c", "java", "go", "rust"]
+    with pytest.raises(UsageError, match=r"^--runtimes: unknown runtime 'pyhton'; choose from all, python, openvino"):
+        choose("pyhton")
+
+
+@pytest.mark.parametrize("runtime", [PYTHON, OPENVINO], ids=lambda r: r.name)
+def test_python_runtimes_ship_their_standalone_script(runtime: Runtime) -> None:
+    """The runner script and rawio.py beside it, with a README that says how to run them from the bundle."""
+    script, helper = runtime.files
+    assert helper == "rawio.py" and f"python {script} BUNDLE OUT_DIR" in runtime.readme
+    assert all((HERE / name).is_file() for name in runtime.files)

@@ -13,15 +13,16 @@ import pytest
 from tests.runtimes.conftest import assert_out_matches_golden, error_line, follow_readme, require
 
 from torchport.bundle.manifest import read_bundle, sha256_file
+from torchport.registry import RUNTIMES as RUNTIME_REGISTRY
 from torchport.runtimes.base import install_files
-from torchport.runtimes.conformance import registry, run_conformance
+from torchport.runtimes.conformance import run_conformance
 
-RUNTIMES = list(registry())
+RUNTIMES = RUNTIME_REGISTRY.names()
 TIMEOUT_S = 180
 
 
 def _run_runner(name: str, bundle: Path, artifact: str, out: Path) -> subprocess.CompletedProcess[str]:
-    runtime = registry()[name]
+    runtime = RUNTIME_REGISTRY.get(name)
     runner_dir = install_files(runtime, bundle)
     argv = runtime.command(bundle, runner_dir, artifact, out)
     env = {**os.environ, **runtime.env()}
@@ -43,7 +44,7 @@ def _artifact_for(name: str) -> str:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_runner_matches_golden(name: str, any_bundle: Path) -> None:
-    runtime = registry()[name]
+    runtime = RUNTIME_REGISTRY.get(name)
     require(runtime)
     results = run_conformance(any_bundle, [runtime], explicit=True, save=False)
     assert [r.status for r in results] == ["passed"], [r.reason for r in results]
@@ -58,7 +59,7 @@ def test_runner_matches_golden(name: str, any_bundle: Path) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_runner_refuses_bad_checksum_and_escaping_path(name: str, aoti_digits: Path, tmp_path: Path) -> None:
-    require(registry()[name])
+    require(RUNTIME_REGISTRY.get(name))
     bundle = _copy_without_runners(aoti_digits, tmp_path)
     artifact = _artifact_for(name)
     if not (bundle / artifact).is_file():
@@ -93,7 +94,7 @@ def test_python_runner_outputs_are_raw_little_endian(aoti_iris: Path, tmp_path: 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_runner_refuses_inputs_that_do_not_match_the_manifest(name: str, aoti_digits: Path, tmp_path: Path) -> None:
-    require(registry()[name])
+    require(RUNTIME_REGISTRY.get(name))
     bundle = _copy_without_runners(aoti_digits, tmp_path)
     original = json.loads((bundle / "manifest.json").read_text())
     samples = original["golden"]["samples"]
@@ -124,7 +125,7 @@ def test_runner_refuses_an_output_name_that_is_not_a_plain_file_name(
 
     The ONNX runners take output names from the model, so the graph's output is renamed; the C++ runner takes them
     from the manifest (model.pt2 fixes its own), so there the manifest's output name is changed."""
-    require(registry()[name])
+    require(RUNTIME_REGISTRY.get(name))
     bundle = _copy_without_runners(aoti_digits, tmp_path)
     artifact = _artifact_for(name)
     if not (bundle / artifact).is_file():
@@ -169,7 +170,7 @@ def test_runner_refuses_an_output_name_that_is_not_a_plain_file_name(
 @pytest.mark.parametrize("name", ["c", "java", "go", "rust"])
 def test_following_the_runner_readme_reproduces_golden(name: str, aoti_digits: Path, tmp_path: Path) -> None:
     """Copy the bundle elsewhere and type only what runners/<name>/README.md says, with no torchport around."""
-    require(registry()[name])
+    require(RUNTIME_REGISTRY.get(name))
     bundle = tmp_path / "elsewhere" / "bundle"
     shutil.copytree(aoti_digits, bundle)
     proc = follow_readme(bundle, bundle / "runners" / name / "README.md", {})

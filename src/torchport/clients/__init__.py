@@ -3,7 +3,8 @@
 Each is a small standalone program in the folder of its language beside this module (with its README.md), shipped
 into ``bundle/clients/<language>/``. It sends the golden inputs as JSON and with the binary tensor extension,
 checks both answers against the golden outputs, and writes ``result.json`` plus the raw outputs like a runner, so
-``torchport conformance --server URL`` judges and lists clients and runners in one table.
+``torchport conformance --server URL`` judges and lists clients and runners in one table. They are registered by
+name in ``torchport.registry.CLIENTS`` (csharp, r, java-v2).
 """
 
 from __future__ import annotations
@@ -102,4 +103,3 @@ def _client(
 CSHARP = _client("csharp", "csharp", "v2-csharp", _csharp_missing, _csharp_command)
 R = _client("r", "r", "v2-r", _r_missing, _r_command)
 JAVA = _client("java-v2", "java", "v2-java", _java_missing, _java_command)
-CLIENTS = {runtime.name: runtime for runtime in (CSHARP, R, JAVA)}

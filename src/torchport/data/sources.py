@@ -1,6 +1,7 @@
 """Readers for what ``data.source`` names, returning raw arrays before the task is inferred or data is split.
 
-Every reader is registered by name in ``SOURCES`` so tests enumerate them all: a new source is tested the
+Every reader is registered by name in ``torchport.registry.DATA_SOURCES`` (lazily, by import path, so that a
+config is validated without importing this module) and tests enumerate them all: a new source is tested the
 moment it exists. Readers report problems in the user's own terms (the config key and the file at fault);
 pandas, Pillow and scikit-learn are imported inside the readers so importing torchport stays fast.
 """
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from torchport.config import DataConfig, suggest
+from torchport.config import DataConfig
 from torchport.data.targets import encode_labels
-from torchport.errors import DataError, first_line
+from torchport.errors import DataError, first_line, suggest
+from torchport.registry import DATA_SOURCES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,33 +38,14 @@ class RawData:
     y_key: str  # the config key to blame for bad targets
 
 
-SourceFn = Callable[[DataConfig], RawData]
-SOURCES: dict[str, SourceFn] = {}
-
-
-def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
-    def decorate(reader: SourceFn) -> SourceFn:
-        SOURCES[name] = reader
-        return reader
-
-    return decorate
-
-
 def read_source(cfg: DataConfig) -> RawData:
-    reader = SOURCES.get(cfg.source)
-    if reader is None:
-        names = sorted(SOURCES)
-        raise DataError(
-            f"data.source: unknown source '{cfg.source}'{suggest(cfg.source, names)} "
-            f"(expected one of: {', '.join(names)})"
-        )
+    reader: Callable[[DataConfig], RawData] = DATA_SOURCES.get(cfg.source, where="data.source")
     return reader(cfg)
 
 
 # --- bundled scikit-learn sets ------------------------------------------------------------------------------
 
 
-@register_source("digits")
 def read_digits(cfg: DataConfig) -> RawData:
     from sklearn.datasets import load_digits
 
@@ -71,21 +54,18 @@ def read_digits(cfg: DataConfig) -> RawData:
     return RawData(x, bunch.target, [], "digits", "data.source", "data.source")
 
 
-@register_source("iris")
 def read_iris(cfg: DataConfig) -> RawData:
     from sklearn.datasets import load_iris
 
     return _sklearn_tabular(load_iris(), "iris")
 
 
-@register_source("wine")
 def read_wine(cfg: DataConfig) -> RawData:
     from sklearn.datasets import load_wine
 
     return _sklearn_tabular(load_wine(), "wine")
 
 
-@register_source("breast_cancer")
 def read_breast_cancer(cfg: DataConfig) -> RawData:
     from sklearn.datasets import load_breast_cancer
 
@@ -103,7 +83,6 @@ def _sklearn_tabular(bunch: Any, name: str) -> RawData:
 # --- tables: csv and parquet --------------------------------------------------------------------------------
 
 
-@register_source("csv")
 def read_csv(cfg: DataConfig) -> RawData:
     import pandas as pd
 
@@ -112,7 +91,6 @@ def read_csv(cfg: DataConfig) -> RawData:
     return _from_frame(frame, cfg, path, f"csv:{path}")
 
 
-@register_source("parquet")
 def read_parquet(cfg: DataConfig) -> RawData:
     import pandas as pd
 
@@ -261,7 +239,6 @@ def _column_values(column: pd.Series) -> np.ndarray:
 # --- arrays: npy and npz ------------------------------------------------------------------------------------
 
 
-@register_source("npy")
 def read_npy(cfg: DataConfig) -> RawData:
     x_path = _existing(cfg.path, "data.path", cfg.source)
     y_path = _existing(cfg.targets, "data.targets", cfg.source)
@@ -270,7 +247,6 @@ def read_npy(cfg: DataConfig) -> RawData:
     return RawData(_as_features(x, "data.path"), y, [], f"npy:{x_path}", "data.path", "data.targets")
 
 
-@register_source("npz")
 def read_npz(cfg: DataConfig) -> RawData:
     path = _existing(cfg.path, "data.path", cfg.source)
     archive = _load(path, "data.path")
@@ -327,7 +303,6 @@ def _as_features(x: np.ndarray, key: str) -> np.ndarray:
 # --- image folders ------------------------------------------------------------------------------------------
 
 
-@register_source("image_folder")
 def read_image_folder(cfg: DataConfig) -> RawData:
     root = _existing(cfg.path, "data.path", cfg.source, folder=True)
     files, labels = _image_files(root)

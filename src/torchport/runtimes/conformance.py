@@ -25,75 +25,23 @@ import numpy as np
 
 from torchport.bundle.manifest import DTYPES, Artifact, Bundle, ConformanceResult, OutputParity, read_bundle
 from torchport.errors import TorchportError, UsageError
+from torchport.registry import CLIENTS, RUNTIMES
 from torchport.runtimes.base import Runtime, RuntimeMissing, install_files, run_process_group
 from torchport.verify.parity import Tolerance, compare
 
-ORDER = ("python", "openvino", "node", "browser", "cpp", "c", "java", "go", "rust")
 MIN_REDUCED_AGREEMENT = 0.9
 SERVER_HELP = (
     "also run the v2 clients (csharp, r, java-v2) against this torchport serve URL of the bundle, or 'local' to "
     "start one on 127.0.0.1 for the run"
 )
-PYTHON_README = """
-# Python + {engine} runner
-
-`python {script} BUNDLE OUT_DIR [--artifact PATH]` runs the bundle's golden inputs and writes `result.json`
-and one raw little-endian `<output>.bin` per output into OUT_DIR. Needs Python 3.11+, NumPy and `{package}`
-(`pip install numpy {package}`); `rawio.py` beside it reads the bundle and checks every SHA-256.
-"""
-
-
-def _python_missing(module: str) -> str | None:
-    import importlib.util
-
-    return None if importlib.util.find_spec(module) else f"the Python package '{module}' is not installed"
-
-
-def _python_runtime(name: str, engine: str, module: str, kinds: tuple[str, ...], package: str) -> Runtime:
-    def command(bundle: Path, runner_dir: Path, artifact: str, out: Path) -> list[str]:
-        return [sys.executable, str(runner_dir / f"{module}.py"), str(bundle), str(out), "--artifact", artifact]
-
-    return Runtime(
-        name=name,
-        engine=engine,
-        kinds=kinds,
-        precisions=("fp32", "fp16", "int8"),
-        files=(f"{module}.py", "rawio.py"),
-        readme=PYTHON_README.format(engine=engine, script=f"{module}.py", package=package),
-        missing=lambda: _python_missing(package),
-        command=command,
-    )
-
-
-def registry() -> dict[str, Runtime]:
-    """Every runtime by name, in the order conformance runs them."""
-    from torchport.runtimes import browser, c, cpp, go, java, node, rust
-
-    found = {
-        "python": _python_runtime("python", "onnxruntime", "python_ort", ("onnx", "ort"), "onnxruntime"),
-        "openvino": _python_runtime("openvino", "openvino", "openvino_runner", ("onnx",), "openvino"),
-        "node": node.RUNTIME,
-        "browser": browser.RUNTIME,
-        "cpp": cpp.RUNTIME,
-        "c": c.RUNTIME,
-        "java": java.RUNTIME,
-        "go": go.RUNTIME,
-        "rust": rust.RUNTIME,
-    }
-    return {name: found[name] for name in ORDER}
-
-
-def clients() -> dict[str, Runtime]:
-    """The v2 clients (C#, R, Java) by name: they run only against a server (``--server``)."""
-    from torchport.clients import CLIENTS
-
-    return dict(CLIENTS)
 
 
 def choose(spec: str, server: str | None = None) -> tuple[list[Runtime], bool]:
     """Runtimes named by ``spec`` ('all' or 'python,node'); the flag says whether they were named explicitly.
     'all' takes the v2 clients too when there is a ``server`` to call."""
-    known = {**registry(), **clients()}
+    known: dict[str, Runtime] = {
+        name: registry.get(name) for registry in (RUNTIMES, CLIENTS) for name in registry.names()
+    }
     if spec.strip() == "all":
         return [r for r in known.values() if server or not r.over_server], False
     names = [part.strip() for part in spec.split(",") if part.strip()]
@@ -337,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `torchport conformance` verb: print the table, write --json, exit 1 on a failure, 2 on bad usage."""
     parser = argparse.ArgumentParser(prog="torchport conformance", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--runtimes", default="all", help=f"all, or a comma list of {', '.join(ORDER)}")
+    parser.add_argument("--runtimes", default="all", help=f"all, or a comma list of {', '.join(RUNTIMES.names())}")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--server", help=SERVER_HELP)
     args = parser.parse_args(argv)

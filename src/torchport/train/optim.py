@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchport.config import SchedulerConfig, TrainConfig, suggest
-from torchport.errors import ConfigError
+from torchport.config import SchedulerConfig, TrainConfig
+from torchport.errors import ConfigError, suggest
 
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
