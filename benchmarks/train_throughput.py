@@ -27,7 +27,8 @@ from torch import nn
 from torchport.config import Config, load_config
 from torchport.data import load_data
 from torchport.models.compose import build_model
-from torchport.train.loop import model_meta, model_spec, train
+from torchport.models.spec import model_meta, model_spec
+from torchport.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "digits.yaml"

@@ -4,11 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from torchport.config import DataConfig, SplitConfig
 from torchport.data import DataSplits, load_data
-from torchport.data.loaders import tensor_dataset
 from torchport.data.splits import split_indices
 from torchport.errors import DataError
 
@@ -144,16 +142,3 @@ def test_regression_target_statistics_come_from_train(tmp_path: Path) -> None:
     assert data.target_mean.shape == data.target_std.shape == (2,)
     np.testing.assert_allclose(data.target_mean, y.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(data.target_std, y.std(axis=0), rtol=1e-5)
-
-
-# --- loaders ------------------------------------------------------------------------------------------------
-
-
-def test_tensor_dataset_keeps_dtypes(tmp_path: Path) -> None:
-    classification = tensor_dataset(load_data(DataConfig(source="iris"), seed=0).train)
-    x, y = classification[0]
-    assert (x.dtype, y.dtype, x.shape) == (torch.float32, torch.int64, (4,))
-    tokens = load_data(write_npz(tmp_path), seed=0)
-    x, y = tensor_dataset(tokens.train)[0]
-    assert (x.dtype, y.dtype, y.shape) == (torch.int64, torch.float32, (2,))
-    assert len(tensor_dataset(tokens.test)) == 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from torchport.models.compose import ModelSpec
+from torchport.models.spec import ModelSpec
 
 CLASSES = 3
 

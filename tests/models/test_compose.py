@@ -13,7 +13,8 @@ from torch import nn
 
 from torchport.config import load_config
 from torchport.errors import ConfigError
-from torchport.models.compose import LayerSpec, ModelSpec, build_model, check_layers, layer_names, parse_layers
+from torchport.models.compose import LayerSpec, build_model, check_layers, layer_names, parse_layers
+from torchport.models.spec import ModelSpec
 
 from .helpers import model_spec
 

@@ -24,7 +24,7 @@ from torchport.bundle.manifest import (
     write_tensor,
 )
 from torchport.export.deployable import TrainedRun
-from torchport.verify.runners import torch_runner
+from torchport.sessions import torch_predictor
 
 
 def _version(package: str) -> str | None:
@@ -56,7 +56,7 @@ def provenance(run: TrainedRun) -> Provenance:
         git_commit=git_commit(Path.cwd()),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         checkpoint=run.checkpoint_path.stem,
-        data_source=run.meta["source"],
+        data_source=run.meta.source,
     )
 
 
@@ -70,17 +70,17 @@ def fresh_bundle_dir(run_dir: Path) -> Path:
 
 
 def tensor_specs(run: TrainedRun) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    shape: list[Any] = ["batch", *run.meta["input_shape"]]
-    inputs = [TensorSpec(name=run.config.export.input_name, dtype=run.meta["input_dtype"], shape=shape)]
+    shape: list[Any] = ["batch", *run.meta.input_shape]
+    inputs = [TensorSpec(name=run.config.export.input_name, dtype=run.meta.input_dtype, shape=shape)]
     outputs = [
-        TensorSpec(name=name, dtype="float32", shape=["batch", run.meta["num_outputs"]]) for name in run.output_names
+        TensorSpec(name=name, dtype="float32", shape=["batch", run.meta.num_outputs]) for name in run.output_names
     ]
     return inputs, outputs
 
 
 def write_golden(bundle_dir: Path, run: TrainedRun, samples: np.ndarray) -> Golden:
     """Golden inputs (validation samples) and the PyTorch reference outputs for them, as raw files."""
-    reference = torch_runner(run.module, run.output_names)(samples)
+    reference = torch_predictor(run.module, run.output_names)(samples)
     input_name = run.config.export.input_name
     inputs = [write_tensor(bundle_dir, f"golden/{input_name}.bin", input_name, samples)]
     outputs = [write_tensor(bundle_dir, f"golden/{name}.bin", name, reference[name]) for name in run.output_names]
@@ -92,7 +92,7 @@ def artifact_entry(bundle_dir: Path, path: Path, kind: str, runtime: str, opset:
 
 
 def preprocessing(run: TrainedRun) -> Preprocessing:
-    mean, std = run.meta["input_mean"], run.meta["input_std"]
+    mean, std = run.meta.input_mean, run.meta.input_std
     return Preprocessing(
         normalization={
             "kind": "standardize",
@@ -100,8 +100,8 @@ def preprocessing(run: TrainedRun) -> Preprocessing:
             "std": std.flatten().tolist(),
             "broadcast_shape": list(mean.shape),
         },
-        input_range=[run.meta["input_min"], run.meta["input_max"]],
-        feature_names=run.meta["feature_names"],
+        input_range=[run.meta.input_min, run.meta.input_max],
+        feature_names=list(run.meta.feature_names),
         description="Feed raw inputs exactly as the data source yields them; the graph standardises them itself.",
     )
 
@@ -116,10 +116,10 @@ def write_manifest(
     inputs, outputs = tensor_specs(run)
     manifest = Manifest(
         name=run.config.name,
-        task=run.meta["task"],
+        task=run.meta.task,
         inputs=inputs,
         outputs=outputs,
-        labels=run.meta["class_names"],
+        labels=list(run.meta.class_names),
         preprocessing=preprocessing(run),
         artifacts=artifacts,
         golden=golden,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -17,8 +16,8 @@ from torch import nn
 from torchport.config import Config, load_config
 from torchport.errors import UsageError
 from torchport.models.compose import build_model
-from torchport.train.checkpoint import load_checkpoint
-from torchport.train.loop import model_spec
+from torchport.models.spec import ModelMeta, model_spec
+from torchport.train.resume import load_trained_model
 
 
 class Deployable(nn.Module):
@@ -48,26 +47,26 @@ class TrainedRun:
 
     run_dir: Path
     config: Config
-    meta: dict[str, Any]
+    meta: ModelMeta
     module: Deployable
     checkpoint_path: Path
 
     @property
     def output_names(self) -> list[str]:
         names = self.config.export.output_names
-        if self.meta["task"] == "classification":
+        if self.meta.task == "classification":
             return [names.logits, names.probabilities]
         return [names.prediction]
 
     @property
     def input_dtype(self) -> torch.dtype:
-        return torch.int64 if self.meta["input_dtype"] == "int64" else torch.float32
+        return torch.int64 if self.meta.input_dtype == "int64" else torch.float32
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
-        shape = (batch, *self.meta["input_shape"])
+        shape = (batch, *self.meta.input_shape)
         if self.input_dtype == torch.int64:
             return torch.zeros(shape, dtype=torch.int64)
-        low, high = self.meta["input_min"], self.meta["input_max"]
+        low, high = self.meta.input_min, self.meta.input_max
         return torch.rand(shape, generator=torch.Generator().manual_seed(0)) * (high - low) + low
 
 
@@ -78,9 +77,8 @@ def load_trained_run(run_dir: Path, which: str | None = None) -> TrainedRun:
         raise UsageError(f"{run_dir} is not a run directory (no config.yaml); run `torchport train` first")
     config = load_config(config_path)
     checkpoint_path = run_dir / "checkpoints" / f"{which or config.export.checkpoint}.pt"
-    state = load_checkpoint(checkpoint_path)
-    meta = state["meta"]
+    meta, weights = load_trained_model(checkpoint_path)
     model = build_model(model_spec(config, meta))
-    model.load_state_dict(state["model"])
-    module = Deployable(model, meta["task"], meta.get("target_mean"), meta.get("target_std")).eval()
+    model.load_state_dict(weights)
+    module = Deployable(model, meta.task, meta.target_mean, meta.target_std).eval()
     return TrainedRun(run_dir, config, meta, module, checkpoint_path)

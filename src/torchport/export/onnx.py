@@ -23,9 +23,9 @@ def _parameter_bytes(module: torch.nn.Module) -> int:
 def onnx_metadata(run: TrainedRun, provenance: dict[str, str]) -> dict[str, str]:
     """String key/values stored in the ONNX file itself, so the model describes itself without the manifest."""
     return {
-        "torchport.task": run.meta["task"],
-        "torchport.labels": json.dumps(run.meta["class_names"]),
-        "torchport.input_range": json.dumps([run.meta["input_min"], run.meta["input_max"]]),
+        "torchport.task": run.meta.task,
+        "torchport.labels": json.dumps(list(run.meta.class_names)),
+        "torchport.input_range": json.dumps([run.meta.input_min, run.meta.input_max]),
         **{f"torchport.provenance.{key}": str(value) for key, value in provenance.items()},
     }
 

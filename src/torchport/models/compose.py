@@ -17,15 +17,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 import torchport.models.blocks as _builtin_blocks  # noqa: F401  (registers the built-ins)
-from torchport.config import format_validation_error, suggest
-from torchport.errors import ConfigError, first_line
+from torchport.errors import ConfigError, first_line, format_validation_error, suggest
 from torchport.models.blocks import Residual
+from torchport.models.spec import ModelSpec
 from torchport.registry import BLOCKS
 
 RESIDUAL = "residual"
@@ -268,19 +267,6 @@ class Standardize(nn.Module):
         if not x.is_floating_point():
             return x
         return (x - self.mean) / self.std
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What building a model needs to know of the data: enough to rebuild it from a checkpoint alone."""
-
-    layers: list[Any]
-    input_shape: tuple[int, ...]
-    input_dtype: str
-    num_outputs: int
-    input_mean: np.ndarray
-    input_std: np.ndarray
-    import_paths: list[Path]
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

@@ -1,0 +1,32 @@
+"""The training split served a whole batch at a time, in the order the batch sampler gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from torchport.config import DataConfig
+from torchport.data import load_data
+from torchport.data.loaders import TensorBatches, batch_loader
+
+from .builders import write_npz
+
+
+def test_batches_come_whole_in_the_samplers_order_with_the_splits_dtypes() -> None:
+    train = load_data(DataConfig(source="iris"), seed=0).train
+    order = [[5, 0, 3], [1], [7, 2]]
+    batches = list(batch_loader(train, order, num_workers=0, seed=0))
+    assert [len(inputs) for inputs, _ in batches] == [3, 1, 2]
+    inputs, targets = batches[0]
+    assert (inputs.dtype, targets.dtype, inputs.shape) == (torch.float32, torch.int64, (3, 4))
+    assert torch.equal(inputs, torch.as_tensor(train.x[[5, 0, 3]]))
+    assert torch.equal(targets, torch.as_tensor(train.y[[5, 0, 3]]))
+
+
+def test_token_ids_stay_integers_and_regression_targets_floats(tmp_path: Path) -> None:
+    tokens = load_data(write_npz(tmp_path), seed=0)
+    dataset = TensorBatches(torch.as_tensor(tokens.train.x), torch.as_tensor(tokens.train.y))
+    x, y = dataset.__getitems__([0, 1])
+    assert (x.dtype, y.dtype, y.shape) == (torch.int64, torch.float32, (2, 2))
+    assert torch.equal(dataset[1][0], x[1])
