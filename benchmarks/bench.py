@@ -22,18 +22,21 @@ import torch
 from rich.console import Console
 from variants import export, int8_settings, resnet18  # the model, exporter and INT8 settings of variants.py
 
-from torchport.bench import bench_contenders, bench_table
+from torchport.bench import defaults
 from torchport.bench.bundle import resolve_threads, write_outputs
 from torchport.bench.contenders import model_contenders
+from torchport.bench.inference import bench_contenders
 from torchport.bench.peak import count_flops
-from torchport.cli import int_list, threads_list
-from torchport.export.optimize import build_variant
+from torchport.bench.table import bench_table
+from torchport.cli_parser import int_list, threads_list
+from torchport.export.variants import build_variant
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64], help="comma-separated")
-    parser.add_argument("--threads", type=threads_list, default=[1, "all"], help="e.g. 1,all")
+    parser.add_argument("--batch-sizes", type=int_list, default=list(defaults.BATCH_SIZES), help="comma-separated")
+    parser.add_argument("--threads", type=threads_list, default=list(defaults.THREADS), help="e.g. 1,all")
+    # a ResNet-18 call takes milliseconds, not the digits CNN's microseconds: fewer calls, a longer budget per cell
     parser.add_argument("--iterations", type=int, default=50, help="most timed calls per contender and cell")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed calls per contender and cell")
     parser.add_argument("--variants", default="optimized,int8,fp16")

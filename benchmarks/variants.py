@@ -30,8 +30,9 @@ from torch import nn
 from torchport.bench.inference import iterations_for
 from torchport.config import ExportConfig
 from torchport.export.measure import time_calls
-from torchport.export.optimize import build_variant, quiet
-from torchport.verify.runners import onnxruntime_session
+from torchport.export.optimize import quiet
+from torchport.export.variants import build_variant
+from torchport.sessions import onnxruntime_session
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("fp32", "optimized", "int8", "fp16")

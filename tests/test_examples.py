@@ -119,8 +119,9 @@ def test_example_trains_exports_and_verifies(
     path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], torch_globals: None
 ) -> None:
     from torchport.export.aoti import find_cxx
-    from torchport.pipeline import export_stage, verify_bundle
+    from torchport.pipeline import export_stage
     from torchport.train.loop import train
+    from torchport.verify.bundle import verify_bundle
 
     expected = EXPECTATIONS[path.stem]
     build_pt2 = expected.aoti and find_cxx() is not None

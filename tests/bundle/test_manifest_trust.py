@@ -16,8 +16,8 @@ from torchport.bundle.graph import check_graph
 from torchport.bundle.inspect import print_bundle
 from torchport.bundle.manifest import read_bundle
 from torchport.errors import BundleError
-from torchport.pipeline import verify_bundle
 from torchport.serve.models import load_repository
+from torchport.verify.bundle import verify_bundle
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -1,133 +1,45 @@
-"""Optimised variants: built by ONNX Runtime's tools, gated on accuracy, measured, and recorded in the manifest."""
+"""The variant catalogue: every registered variant builds from an exported model.onnx with ONNX Runtime's tools."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jsonschema
+import numpy as np
+import onnx
 import pytest
 from pydantic import ValidationError
-from rich.console import Console
 
-from torchport.bundle.inspect import print_bundle
-from torchport.bundle.manifest import read_bundle
-from torchport.config import ExportConfig, load_config
-from torchport.errors import BundleError
-from torchport.export.optimize import accuracy_gate, describe_gate
-from torchport.pipeline import optimize_stage, verify_bundle
-
-ROOT = Path(__file__).resolve().parents[2]
+from torchport.config import ExportConfig
+from torchport.errors import ConfigError
+from torchport.export.variants import Variant, build_variant
+from torchport.registry import VARIANTS
+from torchport.sessions import onnx_predictor
 
 
-def configure(run_dir: Path, **export: object) -> None:
-    """Rewrite the run's config.yaml with export settings (fast latency measurement unless told otherwise)."""
-    overrides = {"latency_iterations": 2, **export}
-    config = load_config(run_dir / "config.yaml", [f"export.{k}={json.dumps(v)}" for k, v in overrides.items()])
-    (run_dir / "config.yaml").write_text(config.to_yaml())
+@pytest.mark.parametrize("name", VARIANTS.names())
+def test_every_registered_variant_builds_its_file(name: str, exported_digits: Path, tmp_path: Path) -> None:
+    variant = VARIANTS.get(name)
+    assert isinstance(variant, Variant) and variant.name == name
+    target = tmp_path / variant.file_name
+    source = exported_digits / "bundle" / "model.onnx"
+    input_name = onnx.load(str(source)).graph.input[0].name
+    calibration = np.random.default_rng(0).uniform(0, 16, size=(64, 1, 8, 8)).astype(np.float32)
+    recipe = build_variant(name, source, target, ExportConfig(int8_mode="static"), calibration, input_name)
+    assert target.is_file() and str(recipe["tool"]).startswith("onnxruntime")
+    logits = next(iter(onnx_predictor(target)(calibration[:4]).values()))
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
 
 
-def optimize(run_dir: Path) -> tuple[bool, str]:
-    console = Console(record=True, width=200)
-    passed = optimize_stage(run_dir / "bundle", console)
-    return passed, console.export_text()
-
-
-def test_digits_bundle_carries_int8_fp16_and_ort_variants_within_the_gate(digits_run: Path) -> None:
-    configure(digits_run)
-    passed, text = optimize(digits_run)
-    assert passed, text
-    manifest = read_bundle(digits_run / "bundle").manifest
-    by_variant = {a.variant: a for a in manifest.artifacts}
-    assert {"optimized", "int8", "fp16", "ort"} <= set(by_variant), text
-    fp32 = by_variant[None]
-    int8, fp16, ort = by_variant["int8"], by_variant["fp16"], by_variant["ort"]
-    assert (int8.kind, int8.precision, fp16.precision, ort.kind) == ("onnx", "int8", "fp16", "ort")
-    assert fp32.bytes >= 3 * int8.bytes, (fp32.bytes, int8.bytes)
-    assert fp32.bytes > 1.8 * fp16.bytes
-    for artifact in manifest.artifacts:
-        assert artifact.accuracy is not None and artifact.accuracy.passed
-        assert artifact.accuracy.reference == fp32.accuracy.value  # type: ignore[union-attr]
-        assert {(x.batch, x.threads) for x in artifact.latency} == {(1, 1), (1, 2), (64, 1), (64, 2)}
-        assert all(0 < x.median_ms <= x.p99_ms for x in artifact.latency)
-    assert int8.recipe["mode"] == "static" and int8.recipe["format"] == "QDQ"
-    assert all(o.status == "kept" for o in manifest.variants)
-
-    verdicts = {v.artifact: v for v in manifest.verification}
-    assert all(verdicts[a.path].passed for a in manifest.artifacts if a.variant)
-    assert verdicts["model.int8.onnx"].judged_by == "accuracy" and verdicts["model.ort"].judged_by == "parity"
-
-    # the published schema still describes the manifest, and `torchport verify` passes every variant again
-    schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
-    jsonschema.validate(json.loads((digits_run / "bundle" / "manifest.json").read_text()), schema)
-    _, results = verify_bundle(digits_run / "bundle")
-    assert len(results) == 5 and all(r.passed for r in results)
-
-    console = Console(record=True, width=220)
-    print_bundle(digits_run / "bundle", console)
-    shown = console.export_text()
-    assert "model.int8.onnx" in shown and "x smaller" in shown and "b64 t2" in shown
-
-
-def test_impossible_gate_refuses_the_variant_with_one_clear_line(digits_run: Path) -> None:
-    configure(digits_run, variants=["int8", "ort"], max_accuracy_drop=-1, latency_iterations=0)
-    passed, text = optimize(digits_run)
-    assert passed  # refusals are reported; only export.strict_variants makes them fail the stage
-    line = next(line for line in text.splitlines() if line.startswith("refused model.int8.onnx"))
-    assert "refused model.int8.onnx: val_accuracy 0." in line and "fp32 0." in line and "(max drop -1)" in line
-    assert "refused model.ort: val_accuracy" in text
-    bundle = read_bundle(digits_run / "bundle")
-    assert [a.path for a in bundle.manifest.artifacts] == ["model.onnx"]
-    assert not (digits_run / "bundle" / "model.int8.onnx").exists()
-    assert {o.status for o in bundle.manifest.variants} == {"refused"}
-
-    configure(digits_run, strict_variants=True)
-    assert optimize(digits_run)[0] is False
-
-
-def test_rerun_replaces_variants_and_dynamic_int8_is_selectable(digits_run: Path) -> None:
-    configure(digits_run, variants=["int8"], latency_iterations=0)
-    optimize(digits_run)
-    configure(digits_run, variants=["int8"], int8_mode="dynamic", per_channel=True)
-    passed, text = optimize(digits_run)
-    assert passed, text
-    artifacts = read_bundle(digits_run / "bundle").manifest.artifacts
-    assert [a.path for a in artifacts] == ["model.onnx", "model.int8.onnx"]
-    assert artifacts[1].recipe["mode"] == "dynamic"
-
-
-def test_a_tampered_variant_fails_its_checksum(digits_run: Path) -> None:
-    configure(digits_run, variants=["fp16"], latency_iterations=0)
-    optimize(digits_run)
-    target = digits_run / "bundle" / "model.fp16.onnx"
-    target.write_bytes(target.read_bytes()[:-1] + b"\0")
-    with pytest.raises(BundleError, match=r"model\.fp16\.onnx"):
-        verify_bundle(digits_run / "bundle")
-
-
-@pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_calibration_methods(digits_run: Path, method: str) -> None:
-    configure(digits_run, variants=["int8"], calibration_method=method, calibration_samples=64, latency_iterations=0)
-    passed, text = optimize(digits_run)
-    int8 = read_bundle(digits_run / "bundle").artifact("onnx", "int8")
-    assert passed and int8 is not None, text
-    assert int8.recipe["calibration"] == method and int8.recipe["calibration_samples"] == 64
-
-
-def test_gate_arithmetic_and_its_line() -> None:
-    gate = accuracy_gate("classification", 0.912, 0.962, 0.01)
-    assert not gate.passed and gate.change == pytest.approx(0.05)
-    assert describe_gate(gate) == "val_accuracy 0.9120 is 0.0500 below fp32 0.9620 (max drop 0.01)"
-    regression = accuracy_gate("regression", 1.05, 1.0, 0.01)  # RMSE 5 % worse
-    assert not regression.passed and regression.change == pytest.approx(0.05)
-    assert describe_gate(regression) == "val_rmse 1.05 is 5.00% above fp32 1 (max rise 1%)"
-    assert accuracy_gate("regression", 1.005, 1.0, 0.01).passed
-    assert accuracy_gate("classification", 0.96, 0.962, 0.01).passed
+def test_variant_files_are_distinct_and_unknown_names_are_refused() -> None:
+    files = [VARIANTS.get(name).file_name for name in VARIANTS.names()]
+    assert len(set(files)) == len(files)
+    with pytest.raises(ConfigError, match="unknown variant 'int4'"):
+        build_variant("int4", Path("model.onnx"), Path("out.onnx"), ExportConfig(), np.zeros(0), "input")
 
 
 def test_variants_config_rejects_repeats_and_unknown_names() -> None:
     assert ExportConfig().variants == ["optimized", "int8", "fp16", "ort"]
     with pytest.raises(ValidationError, match="listed twice"):
         ExportConfig(variants=["int8", "int8"])  # type: ignore[list-item]
-    with pytest.raises(ValidationError):
-        ExportConfig(variants=["int4"])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match=r"export.variants\[0\]: unknown variant 'int4'; did you mean 'int8'\?"):
+        ExportConfig(variants=["int4"])

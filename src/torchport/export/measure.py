@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from torchport.bundle.manifest import Latency
-from torchport.verify.runners import onnxruntime_session
+from torchport.sessions import onnxruntime_session
 
 BATCHES = (1, 64)
 THREADS = (1, 2)

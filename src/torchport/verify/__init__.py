@@ -1,1 +1,3 @@
-"""Numerical parity of exported artifacts against the PyTorch reference, and where they diverge."""
+"""Verification: numerical parity of a bundle's artifacts against the PyTorch reference (``bundle``, on the
+primitives in ``parity``), where they diverge (``localize``), the accuracy gates of reduced-precision variants
+(``gates``), and the build-verify-gate loop that decides which variants a bundle keeps (``variants``)."""

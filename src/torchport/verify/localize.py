@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchport.sessions import onnxruntime_session
 from torchport.verify.parity import Tolerance, compare
-from torchport.verify.runners import onnxruntime_session
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchport.bundle.manifest import ArtifactVerification, OutputParity, ParityCheck
-from torchport.verify.runners import Runner
+from torchport.sessions import Predictor
 
 TINY = 1e-12
 
@@ -53,7 +53,7 @@ def compare(candidate: np.ndarray, reference: np.ndarray, tol: Tolerance, argmax
 
 
 def check(
-    input_set: InputSet, candidate: Runner, reference: Runner, tol: Tolerance, argmax_outputs: set[str]
+    input_set: InputSet, candidate: Predictor, reference: Predictor, tol: Tolerance, argmax_outputs: set[str]
 ) -> ParityCheck:
     got = candidate(input_set.inputs)
     want = reference(input_set.inputs)
@@ -76,8 +76,8 @@ def _missing() -> OutputParity:
 def verify_artifact(
     artifact: str,
     runtime: str,
-    candidate: Runner,
-    reference: Runner,
+    candidate: Predictor,
+    reference: Predictor,
     reference_kind: str,
     input_sets: list[InputSet],
     tol: Tolerance,
