@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from torchport.serve.local import local_server
-from torchport.verify.runners import onnxruntime_session
+from torchport.sessions import onnxruntime_session
 
 BODY_LIMIT = 256 * 1024
 

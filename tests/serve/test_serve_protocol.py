@@ -9,6 +9,15 @@ import pytest
 
 from torchport.bundle.manifest import TensorSpec
 from torchport.serve.protocol import ProtocolError, encode_response, parse_infer_request
+from torchport.serve.schema import (
+    InferenceRequest,
+    InferenceResponse,
+    InputParameters,
+    OutputParameters,
+    RequestInput,
+    RequestOutput,
+    ResponseParameters,
+)
 
 INPUTS = [TensorSpec(name="input", dtype="float32", shape=["batch", 1, 8, 8])]
 OUTPUTS = [
@@ -32,22 +41,23 @@ def test_json_request_parses_flat_and_nested() -> None:
 
 def test_binary_request_and_response_round_trip() -> None:
     array = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
-    header = json.dumps(
-        {
-            "id": "7",
-            "inputs": [
-                {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": 256}}
-            ],
-            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
+    request = InferenceRequest(
+        id="7",
+        inputs=[
+            RequestInput(
+                name="input", shape=[1, 1, 8, 8], datatype="FP32", parameters=InputParameters(binary_data_size=256)
+            )
+        ],
+        outputs=[RequestOutput(name="probabilities", parameters=OutputParameters(binary_data=True))],
+    )
+    header = request.model_dump_json(exclude_unset=True).encode()
     parsed = parse_infer_request(header + array.tobytes(), str(len(header)), INPUTS, OUTPUTS)
     np.testing.assert_array_equal(parsed.inputs["input"], array)
     probabilities = np.full((1, 10), 0.1, dtype=np.float32)
     body, headers = encode_response("digits", "1", parsed, {"probabilities": probabilities}, OUTPUTS)
     length = int(headers["inference-header-content-length"])
-    document = json.loads(body[:length])
-    assert document["id"] == "7" and document["outputs"][0]["parameters"] == {"binary_data_size": 40}
+    response = InferenceResponse.model_validate_json(body[:length])
+    assert response.id == "7" and response.outputs[0].parameters == ResponseParameters(binary_data_size=40)
     np.testing.assert_array_equal(np.frombuffer(body[length:], dtype="<f4").reshape(1, 10), probabilities)
 
 

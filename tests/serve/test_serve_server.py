@@ -139,7 +139,9 @@ def test_openapi_document(server: int) -> None:
     status, _, body = http(server, "GET", "/openapi.json")
     document = json.loads(body)
     assert status == 200 and "/v2/models/{name}/infer" in document["paths"]
-    assert "requestBody" in document["paths"]["/v2/models/{name}/infer"]["post"]
+    content = document["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/InferenceRequest"}
+    assert "InferenceRequest" in document["components"]["schemas"]
 
 
 def test_api_key(exported_digits: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """``torchport serve``: any bundle as an Open Inference Protocol v2 (KServe/Triton REST) server.
 
-``serve([bundle, ...], host, port)`` loads every bundle's ONNX artifacts, then runs the ASGI app on uvicorn until
+``serve([bundle, ...], settings)`` loads every bundle's ONNX artifacts, then runs the ASGI app on uvicorn until
 SIGINT/SIGTERM; shutdown stops accepting connections, finishes in-flight requests, then drains the batchers. A
 request still running (or still uploading) after ``graceful_timeout_s`` is answered 503 and its connection closed.
 At most ``limit_concurrency`` connections are open at once (the next are answered 503); a request's head must
@@ -13,14 +13,19 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from torchport.errors import UsageError
+from torchport.serve.settings import API_KEY_ENV, DEFAULTS, RETRY_AFTER_S, ServeSettings
 
-__all__ = ["API_KEY_ENV", "serve"]  # the app lives in torchport.serve.app; imported lazily to keep the CLI fast
+if TYPE_CHECKING:
+    import uvicorn
 
-API_KEY_ENV = "TORCHPORT_API_KEY"
+    from torchport.serve.models import Repository
+
+__all__ = ["serve"]  # the app lives in torchport.serve.app; imported lazily to keep the CLI fast
 
 
 def _configure_logging(level: str, access_log: bool) -> None:
@@ -56,51 +61,27 @@ def _raise_file_limit(connections: int) -> None:
             )
 
 
-def serve(
-    bundles: list[Path],
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    max_batch_size: int = 64,
-    max_batch_delay_ms: float = 2.0,
-    max_queue: int = 1024,
-    max_body_bytes: int = 16 * 1024 * 1024,
-    threads: int | None = None,
-    api_key: str | None = None,
-    variants: bool = True,
-    log_level: str = "info",
-    access_log: bool = True,
-    graceful_timeout_s: float = 30.0,
-    limit_concurrency: int = 2048,
-    header_timeout_s: float = 10.0,
-    body_timeout_s: float = 30.0,
-) -> None:
-    """Serve ``bundles`` on ``host:port`` until interrupted. ``api_key`` defaults to $TORCHPORT_API_KEY."""
-    import uvicorn
-
-    from torchport.serve.app import RETRY_AFTER_S, Settings, create_app
-    from torchport.serve.connections import Limits, guarded_protocol
+def serve(bundles: list[Path], settings: ServeSettings = DEFAULTS) -> None:
+    """Serve ``bundles`` until interrupted. ``settings.api_key`` defaults to $TORCHPORT_API_KEY."""
     from torchport.serve.models import load_repository
 
-    for name, value in [("--limit-concurrency", limit_concurrency), ("--graceful-timeout", graceful_timeout_s)]:
-        if value < 1:
-            raise UsageError(f"{name} must be at least 1 (got {value})")
-    for name, value in [("--header-timeout", header_timeout_s), ("--body-timeout", body_timeout_s)]:
-        if value <= 0:
-            raise UsageError(f"{name} must be a positive number of seconds (got {value})")
-    _configure_logging(log_level, access_log)
-    _raise_file_limit(limit_concurrency)
-    repository = load_repository([Path(b) for b in bundles], threads=threads, variants=variants)
-    settings = Settings(
-        max_batch_size=max_batch_size,
-        max_batch_delay_ms=max_batch_delay_ms,
-        max_queue=max_queue,
-        max_body_bytes=max_body_bytes,
-        api_key=api_key or os.environ.get(API_KEY_ENV) or None,
-        body_timeout_s=body_timeout_s,
-    )
+    settings.check()
+    settings = replace(settings, api_key=settings.api_key or os.environ.get(API_KEY_ENV) or None)
+    _configure_logging(settings.log_level, settings.access_log)
+    _raise_file_limit(settings.limit_concurrency)
+    repository = load_repository([Path(b) for b in bundles], threads=settings.threads, variants=settings.variants)
+    _server(repository, settings).run()
+
+
+def _server(repository: Repository, settings: ServeSettings) -> uvicorn.Server:
+    """uvicorn running the app on ``repository``, behind the connection guards of ``settings``."""
+    import uvicorn
+
+    from torchport.serve.app import create_app
+    from torchport.serve.connections import Limits, guarded_protocol
+
     app = create_app(repository, settings)
-    limits = Limits(limit_concurrency, header_timeout_s, body_timeout_s, RETRY_AFTER_S)
+    limits = Limits(settings.limit_concurrency, settings.header_timeout_s, settings.body_timeout_s, RETRY_AFTER_S)
     protocol = guarded_protocol(limits, on_refused=app.metrics.connections_refused.inc)
 
     class Server(uvicorn.Server):
@@ -119,12 +100,12 @@ def serve(
     config = uvicorn.Config(
         app,
         http=protocol,
-        host=host,
-        port=port,
-        log_level="warning" if log_level.lower() != "debug" else "debug",
+        host=settings.host,
+        port=settings.port,
+        log_level="warning" if settings.log_level.lower() != "debug" else "debug",
         access_log=False,
         lifespan="on",
         server_header=False,
-        timeout_graceful_shutdown=max(1, round(graceful_timeout_s)),
+        timeout_graceful_shutdown=max(1, round(settings.graceful_timeout_s)),
     )
-    Server(config).run()
+    return Server(config)

@@ -7,62 +7,79 @@ import sys
 from pathlib import Path
 
 from torchport.errors import TorchportError
+from torchport.serve.settings import DEFAULTS, ServeSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``torchport serve``; shared with the CLI verb."""
-    parser.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories (RUN_DIR/bundle)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="samples per merged ORT call (default 64)")
-    parser.add_argument(
-        "--max-batch-delay-ms", type=float, default=2.0, help="longest wait for batch-mates (default 2 ms)"
+    """The options of ``torchport serve``; shared with the CLI verb. Defaults are :data:`DEFAULTS`'."""
+    add = parser.add_argument
+    add("bundles", nargs="+", metavar="BUNDLE", help="bundle directories (RUN_DIR/bundle)")
+    add("--host", default=DEFAULTS.host, help=f"interface to listen on (default {DEFAULTS.host})")
+    add("--port", type=int, default=DEFAULTS.port, help=f"TCP port (default {DEFAULTS.port})")
+    add(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULTS.max_batch_size,
+        help=f"samples per merged ORT call (default {DEFAULTS.max_batch_size})",
     )
-    parser.add_argument(
+    add(
+        "--max-batch-delay-ms",
+        type=float,
+        default=DEFAULTS.max_batch_delay_ms,
+        help=f"longest wait for batch-mates (default {DEFAULTS.max_batch_delay_ms:g} ms)",
+    )
+    add(
         "--max-queue",
         type=int,
-        default=1024,
-        help="requests per model waiting beyond its next batch (or being read) before 503 (default 1024)",
+        default=DEFAULTS.max_queue,
+        help="requests per model waiting beyond its next batch (or being read) before 503 "
+        f"(default {DEFAULTS.max_queue})",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="body limit (413 above)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model (default min(4, CPUs))")
-    parser.add_argument("--api-key", help="require this key on infer and metadata (default $TORCHPORT_API_KEY)")
-    parser.add_argument("--no-variants", action="store_true", help="serve only model.onnx, not int8/fp16/... variants")
-    parser.add_argument(
+    add("--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes, help="body limit (413 above)")
+    add("--threads", type=int, help="ONNX Runtime intra-op threads per model (default min(4, CPUs))")
+    add("--api-key", help="require this key on infer and metadata (default $TORCHPORT_API_KEY)")
+    add("--no-variants", action="store_true", help="serve only model.onnx, not int8/fp16/... variants")
+    _add_connection_arguments(parser)
+    add("--log-level", default=DEFAULTS.log_level, choices=["debug", "info", "warning", "error"])
+    add("--no-access-log", action="store_true", help="do not log one JSON line per request")
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
         "--limit-concurrency",
         type=int,
-        default=2048,
-        help="open connections at most; the next are answered 503 with Retry-After and closed (default 2048)",
+        default=DEFAULTS.limit_concurrency,
+        help="open connections at most; the next are answered 503 with Retry-After and closed "
+        f"(default {DEFAULTS.limit_concurrency})",
     )
-    parser.add_argument(
+    add(
         "--header-timeout",
         type=float,
-        default=10.0,
-        help="seconds for a request's head to arrive, and the longest idle time of a connection (default 10)",
+        default=DEFAULTS.header_timeout_s,
+        help="seconds for a request's head to arrive, and the longest idle time of a connection "
+        f"(default {DEFAULTS.header_timeout_s:g})",
     )
-    parser.add_argument(
+    add(
         "--body-timeout",
         type=float,
-        default=30.0,
-        help="seconds for a request's body to arrive (408 after; default 30)",
+        default=DEFAULTS.body_timeout_s,
+        help=f"seconds for a request's body to arrive (408 after; default {DEFAULTS.body_timeout_s:g})",
     )
-    parser.add_argument(
+    add(
         "--graceful-timeout",
         type=float,
-        default=30.0,
-        help="on SIGTERM, seconds to finish requests in flight before the rest are answered 503 (default 30)",
+        default=DEFAULTS.graceful_timeout_s,
+        help="on SIGTERM, seconds to finish requests in flight before the rest are answered 503 "
+        f"(default {DEFAULTS.graceful_timeout_s:g})",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--no-access-log", action="store_true", help="do not log one JSON line per request")
 
 
-def run(args: argparse.Namespace) -> int:
-    from torchport.serve import serve
-
-    serve(
-        [Path(b) for b in args.bundles],
-        args.host,
-        args.port,
+def settings_from(args: argparse.Namespace) -> ServeSettings:
+    """The settings the parsed options of :func:`add_arguments` ask for."""
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue=args.max_queue,
@@ -77,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from torchport.serve import serve
+
+    serve([Path(b) for b in args.bundles], settings_from(args))
     return 0
 
 

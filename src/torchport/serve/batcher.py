@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchport.errors import first_line
+from torchport.serve.settings import DEFAULTS
 
 Arrays = dict[str, np.ndarray]
 log = logging.getLogger("torchport.serve")
@@ -53,9 +54,9 @@ class DynamicBatcher:
         name: str,
         run: Callable[[Arrays], Arrays],
         *,
-        max_batch_size: int = 64,
-        max_batch_delay_s: float = 0.002,
-        max_queue: int = 1024,
+        max_batch_size: int = DEFAULTS.max_batch_size,
+        max_batch_delay_s: float = DEFAULTS.max_batch_delay_ms / 1000.0,
+        max_queue: int = DEFAULTS.max_queue,
         mergeable: bool = True,
         on_batch: Callable[[int], None] | None = None,
         inline_below_s: float = 0.0005,

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,10 +37,10 @@ BODY_GRACE_S = 1.0
 
 @dataclass(frozen=True)
 class Limits:
-    max_connections: int = 2048
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    retry_after_s: int = 1
+    max_connections: int
+    header_timeout_s: float
+    body_timeout_s: float
+    retry_after_s: int
 
 
 def over_limit_response(limits: Limits) -> bytes:
@@ -59,71 +60,80 @@ def over_limit_response(limits: Limits) -> bytes:
 def guarded_protocol(limits: Limits, on_refused: Callable[[], None] | None = None) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the connection limit and read deadlines of ``limits`` (pass the class as
     ``uvicorn.Config(http=...)``); ``on_refused`` is called for each connection refused over the limit."""
-    refusal = over_limit_response(limits)
+    attributes = {
+        "limits": limits,
+        "refusal": over_limit_response(limits),
+        "on_refused": (on_refused,) if on_refused is not None else (),
+    }
+    return type(GuardedHttpToolsProtocol.__name__, (GuardedHttpToolsProtocol,), attributes)
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _deadline: asyncio.TimerHandle | None = None
-        _over_limit = False
-        _reading = False  # between a request's first byte and its last
 
-        def _arm(self, seconds: float) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._expire)
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """The rules of this module; :func:`guarded_protocol` subclasses it with the limits of one server."""
 
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+    limits: ClassVar[Limits]
+    refusal: ClassVar[bytes]  # the whole HTTP response a connection over the limit gets
+    on_refused: ClassVar[tuple[Callable[[], None], ...]] = ()  # called for each connection refused
+    _deadline: asyncio.TimerHandle | None = None
+    _over_limit = False
+    _reading = False  # between a request's first byte and its last
 
-        def _expire(self) -> None:
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
             self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._over_limit = len(self.connections) > self.limits.max_connections
+        self._arm(self.limits.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if self._over_limit:
             if not self.transport.is_closing():
+                for count_refusal in self.on_refused:
+                    count_refusal()
+                self.transport.write(self.refusal)
                 self.transport.close()
+            return
+        super().data_received(data)
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._over_limit = len(self.connections) > limits.max_connections
-            self._arm(limits.header_timeout_s)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = True
+        self._arm(self.limits.header_timeout_s)
 
-        def data_received(self, data: bytes) -> None:
-            if self._over_limit:
-                if not self.transport.is_closing():
-                    if on_refused is not None:
-                        on_refused()
-                    self.transport.write(refusal)
-                    self.transport.close()
-                return
-            super().data_received(data)
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.limits.body_timeout_s + BODY_GRACE_S)
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._reading = True
-            self._arm(limits.header_timeout_s)
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = False
+        self._disarm()
 
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            self._arm(limits.body_timeout_s + BODY_GRACE_S)
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or self._reading:
+            return  # closing, or the body deadline still runs (a body being discarded)
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm(self.limits.header_timeout_s)  # idle until the next request's head
 
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._reading = False
-            self._disarm()
+    def shutdown(self) -> None:
+        if self._over_limit and not self.transport.is_closing():
+            self.transport.close()
+            return
+        super().shutdown()
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.transport.is_closing() or self._reading:
-                return  # closing, or the body deadline still runs (a body being discarded)
-            if self.cycle is None or self.cycle.response_complete:
-                self._arm(limits.header_timeout_s)  # idle until the next request's head
-
-        def shutdown(self) -> None:
-            if self._over_limit and not self.transport.is_closing():
-                self.transport.close()
-                return
-            super().shutdown()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return GuardedHttpToolsProtocol
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)

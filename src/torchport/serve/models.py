@@ -21,7 +21,8 @@ from torchport.bundle.manifest import TensorSpec, read_bundle
 from torchport.errors import BundleError, UsageError
 from torchport.serve.batcher import Arrays, DynamicBatcher
 from torchport.serve.protocol import tensor_metadata
-from torchport.verify.runners import onnxruntime_session
+from torchport.serve.schema import ModelMetadata
+from torchport.sessions import onnxruntime_session
 
 DEFAULT_VERSION = "1"
 _ORT_TYPES = {
@@ -104,14 +105,14 @@ class Repository:
             seen.setdefault(id(model), model)
         return list(seen.values())
 
-    def metadata(self, name: str, model: ServedModel) -> dict[str, Any]:
-        return {
-            "name": name,
-            "versions": self.versions[name],
-            "platform": "onnxruntime_onnx",
-            "inputs": [tensor_metadata(spec) for spec in model.inputs],
-            "outputs": [tensor_metadata(spec) for spec in model.outputs],
-        }
+    def metadata(self, name: str, model: ServedModel) -> ModelMetadata:
+        return ModelMetadata(
+            name=name,
+            versions=self.versions[name],
+            platform="onnxruntime_onnx",
+            inputs=[tensor_metadata(spec) for spec in model.inputs],
+            outputs=[tensor_metadata(spec) for spec in model.outputs],
+        )
 
 
 def load_repository(bundles: list[Path], threads: int | None = None, variants: bool = True) -> Repository:

@@ -3,7 +3,8 @@
 Pure functions over bytes and NumPy arrays, no web framework: the JSON tensor form (``data`` flattened or nested,
 row-major) and Triton's ``binary_tensor_data`` extension (a JSON header of ``Inference-Header-Content-Length``
 bytes followed by the raw little-endian tensors, in input order, each sized by ``parameters.binary_data_size``).
-Every rejection is a :class:`ProtocolError` with the HTTP status and a message that names the tensor.
+Every rejection is a :class:`ProtocolError` with the HTTP status and a message that names the tensor. The
+structure read and written is the one :mod:`torchport.serve.schema` describes.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ import numpy as np
 import orjson
 
 from torchport.bundle.manifest import DTYPES, TensorSpec
+from torchport.serve.schema import Datatype, TensorMetadata
 
 #: manifest dtype -> v2 datatype
-DATATYPES: dict[str, str] = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}
+DATATYPES: dict[str, Datatype] = {
+    "float32": "FP32",
+    "float16": "FP16",
+    "int64": "INT64",
+    "int32": "INT32",
+    "uint8": "UINT8",
+}
 #: v2 datatype -> little-endian NumPy dtype
 NUMPY: dict[str, np.dtype[Any]] = {DATATYPES[dtype]: np.dtype(numpy) for dtype, numpy in DTYPES.items()}
 HEADER_LENGTH = "inference-header-content-length"
@@ -39,12 +47,12 @@ def spec_shape(spec: TensorSpec) -> list[int]:
     return [-1 if dim == "batch" else int(dim) for dim in spec.shape]
 
 
-def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": spec_shape(spec)}
+def tensor_metadata(spec: TensorSpec) -> TensorMetadata:
+    return TensorMetadata(name=spec.name, datatype=DATATYPES[spec.dtype], shape=spec_shape(spec))
 
 
 @dataclass
-class InferRequest:
+class ParsedRequest:
     """A validated request: arrays in the manifest's dtypes and shapes, ready for the batcher."""
 
     inputs: dict[str, np.ndarray]
@@ -152,8 +160,11 @@ def _from_binary(name: str, chunk: memoryview, shape: list[int], datatype: str) 
 
 def parse_infer_request(
     body: bytes, header_length: str | None, inputs: list[TensorSpec], outputs: list[TensorSpec]
-) -> InferRequest:
-    """Parse and validate one ``/infer`` body against the model's tensor specs; ProtocolError on any fault."""
+) -> ParsedRequest:
+    """Parse and validate one ``/infer`` body against the model's tensor specs; ProtocolError on any fault.
+
+    The structure accepted is :class:`~torchport.serve.schema.InferenceRequest`'s, checked by hand (see that
+    module for why); the checks run in the order of the body, so the first fault a caller made is the one named."""
     header, binary = _parse_header(body, header_length)
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -164,66 +175,84 @@ def parse_infer_request(
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("'inputs' must be a non-empty list of tensors")
+    arrays = _read_inputs(raw_inputs, binary, inputs)
+    return ParsedRequest(
+        inputs=arrays,
+        batch=_batch_size(arrays, inputs),
+        outputs=_requested_outputs(header, parameters, outputs),
+        id=request_id,
+        parameters=parameters,
+    )
+
+
+def _read_inputs(raw_inputs: list[Any], binary: memoryview, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """Every input tensor as an array; binary tensors take their bytes from ``binary`` in input order."""
     specs = {spec.name: spec for spec in inputs}
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for index, item in enumerate(raw_inputs):
-        if not isinstance(item, dict):
-            raise ProtocolError(f"inputs[{index}] must be a JSON object")
-        name = item.get("name")
-        if not isinstance(name, str):
-            raise ProtocolError(f"inputs[{index}]: 'name' must be a string")
-        spec = specs.get(name)
-        if spec is None:
-            raise ProtocolError(f"unknown input '{name[:80]}'; the model's inputs are {sorted(specs)}")
-        if name in arrays:
-            raise ProtocolError(f"input '{name}' is given more than once")
-        datatype = item.get("datatype")
-        expected_type = DATATYPES[spec.dtype]
-        if datatype != expected_type:
-            raise ProtocolError(
-                f"input '{name}': datatype {str(datatype)[:20]} does not match the model's {expected_type}"
-            )
-        shape = _check_shape(name, item.get("shape"), spec)
-        item_parameters = item.get("parameters", {})
-        if not isinstance(item_parameters, dict):
-            raise ProtocolError(f"input '{name}': 'parameters' must be a JSON object")
-        size = item_parameters.get("binary_data_size")
-        if size is not None:
-            if "data" in item:
-                raise ProtocolError(f"input '{name}': give either 'data' or binary_data_size, not both")
-            if not _is_int(size) or size < 0:
-                raise ProtocolError(f"input '{name}': binary_data_size must be a non-negative integer")
-            if offset + size > len(binary):
-                raise ProtocolError(
-                    f"input '{name}': binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} bytes left); the binary data is truncated"
-                )
-            array = _from_binary(name, binary[offset : offset + size], shape, datatype)
-            offset += size
-        elif "data" in item:
-            array = _from_json(name, item["data"], shape, datatype)
-        else:
-            raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size is given")
-        if datatype.startswith("FP") and not np.isfinite(array).all():
-            raise ProtocolError(f"input '{name}': contains NaN or Inf (or a value out of {datatype} range)")
-        arrays[name] = array
+        spec = _input_spec(index, item, specs, arrays)
+        arrays[spec.name], offset = _read_input(item, spec, binary, offset)
     if offset != len(binary):
         raise ProtocolError(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
     missing = [name for name in specs if name not in arrays]
     if missing:
         raise ProtocolError(f"missing input(s) {missing}; the model needs {list(specs)}")
+    return arrays
+
+
+def _input_spec(index: int, item: Any, specs: dict[str, TensorSpec], seen: dict[str, np.ndarray]) -> TensorSpec:
+    if not isinstance(item, dict):
+        raise ProtocolError(f"inputs[{index}] must be a JSON object")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise ProtocolError(f"inputs[{index}]: 'name' must be a string")
+    spec = specs.get(name)
+    if spec is None:
+        raise ProtocolError(f"unknown input '{name[:80]}'; the model's inputs are {sorted(specs)}")
+    if name in seen:
+        raise ProtocolError(f"input '{name}' is given more than once")
+    return spec
+
+
+def _read_input(item: dict[str, Any], spec: TensorSpec, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    """One input's array, and the offset of the next binary tensor."""
+    name = spec.name
+    datatype = item.get("datatype")
+    expected_type = DATATYPES[spec.dtype]
+    if datatype != expected_type:
+        raise ProtocolError(f"input '{name}': datatype {str(datatype)[:20]} does not match the model's {expected_type}")
+    shape = _check_shape(name, item.get("shape"), spec)
+    item_parameters = item.get("parameters", {})
+    if not isinstance(item_parameters, dict):
+        raise ProtocolError(f"input '{name}': 'parameters' must be a JSON object")
+    size = item_parameters.get("binary_data_size")
+    if size is not None:
+        if "data" in item:
+            raise ProtocolError(f"input '{name}': give either 'data' or binary_data_size, not both")
+        if not _is_int(size) or size < 0:
+            raise ProtocolError(f"input '{name}': binary_data_size must be a non-negative integer")
+        if offset + size > len(binary):
+            raise ProtocolError(
+                f"input '{name}': binary_data_size {size} runs past the end of the body "
+                f"({len(binary) - offset} bytes left); the binary data is truncated"
+            )
+        array = _from_binary(name, binary[offset : offset + size], shape, expected_type)
+        offset += size
+    elif "data" in item:
+        array = _from_json(name, item["data"], shape, expected_type)
+    else:
+        raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size is given")
+    if expected_type.startswith("FP") and not np.isfinite(array).all():
+        raise ProtocolError(f"input '{name}': contains NaN or Inf (or a value out of {expected_type} range)")
+    return array, offset
+
+
+def _batch_size(arrays: dict[str, np.ndarray], inputs: list[TensorSpec]) -> int:
     batches = {int(arrays[spec.name].shape[0]) for spec in inputs if spec.shape[:1] == ["batch"]}
     if len(batches) > 1:
         raise ProtocolError(f"the inputs disagree on the batch size: {sorted(batches)}")
-    batch = batches.pop() if batches else 1
-    return InferRequest(
-        inputs=arrays,
-        batch=batch,
-        outputs=_requested_outputs(header, parameters, outputs),
-        id=request_id,
-        parameters=parameters,
-    )
+    return batches.pop() if batches else 1
 
 
 def _requested_outputs(
@@ -262,7 +291,7 @@ def _requested_outputs(
 def encode_response(
     model_name: str,
     model_version: str,
-    request: InferRequest,
+    request: ParsedRequest,
     results: dict[str, np.ndarray],
     outputs: list[TensorSpec],
 ) -> tuple[bytes, dict[str, str]]:

@@ -1,0 +1,76 @@
+"""The one infer route, ``POST /v2/models/{name}[/versions/{version}]/infer``: admit, read, parse, batch, answer.
+
+Overload is shed on arrival: a request is admitted only while fewer than ``max_queue`` requests for its model are
+still being read or queued beyond the batch the model runs next (``DynamicBatcher.backlog``), so a refused request
+costs its headers and a 503, not reading, parsing and validating a body that would be thrown away (its body, if the
+client sends it anyway, is discarded unparsed by the HTTP layer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from torchport.serve.asgi import Headers
+from torchport.serve.batcher import DynamicBatcher, InferenceFailed, Overloaded
+from torchport.serve.body import read_body
+from torchport.serve.models import DEFAULT_VERSION, ServedModel
+from torchport.serve.protocol import HEADER_LENGTH, ProtocolError, encode_response, parse_infer_request
+from torchport.serve.reply import Reply
+from torchport.serve.state import ServerState
+
+log = logging.getLogger("torchport.serve")
+
+
+async def infer(
+    state: ServerState, headers: Headers, chunks: AsyncIterator[bytes], name: str, version: str | None
+) -> Reply:
+    """Answer one infer request whose body arrives as ``chunks``; every outcome is a Reply, never an exception
+    (bar the client disconnecting or the request being cancelled, which the caller answers). Written as one
+    coroutine on purpose: each extra coroutine on this path costs measurable time per request."""
+    admitted = _admit(state, headers, name, version)
+    if isinstance(admitted, Reply):
+        return admitted
+    model, batcher = admitted
+    settings = state.settings
+    batcher.arriving += 1  # while its body is read, the batcher waits for it to fill its batch
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            body = await read_body(headers, chunks, settings.max_body_bytes)
+        parsed = parse_infer_request(body, headers.get(HEADER_LENGTH), model.inputs, model.outputs)
+    except ProtocolError as exc:
+        return Reply.error(exc.status, exc.message)
+    except TimeoutError:
+        message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
+        return Reply.error(408, message, close=True)
+    finally:
+        batcher.arriving -= 1
+    try:
+        results = await batcher.submit(parsed.inputs, parsed.batch)
+    except Overloaded as exc:
+        return Reply.error(503, str(exc))
+    except InferenceFailed as exc:  # validated input: the server's fault, not the caller's
+        log.error("%s", exc)
+        state.metrics.inference_failures.labels(batcher.name).inc()
+        return Reply.error(500, str(exc))
+    content, content_headers = encode_response(name, version or DEFAULT_VERSION, parsed, results, model.outputs)
+    return Reply(200, content, content_headers)
+
+
+def _admit(
+    state: ServerState, headers: Headers, name: str, version: str | None
+) -> tuple[ServedModel, DynamicBatcher] | Reply:
+    """The model and its batcher, or the 401/404/503 that answers the request before its body is read."""
+    found = state.lookup(headers, name, version)
+    if isinstance(found, Reply):
+        return found
+    if not state.ready or found.batcher is None:
+        return Reply.error(503, "the server is not ready")
+    batcher = found.batcher
+    waiting = batcher.backlog + batcher.arriving
+    max_queue = state.settings.max_queue
+    if waiting >= max_queue:  # shed on arrival: the body is never read
+        message = f"model '{batcher.name}' has {waiting} requests queued beyond its next batch or arriving (the "
+        return Reply.error(503, message + f"queue holds {max_queue}); try again later")
+    return found, batcher
