@@ -140,7 +140,7 @@ def request_body(bundle: Path, path: Path) -> np.ndarray:
 
 
 def reference_logits(bundle: Path, image: np.ndarray) -> np.ndarray:
-    from torchport.verify.runners import onnxruntime_session
+    from torchport.sessions import onnxruntime_session
 
     session = onnxruntime_session(bundle / "model.onnx")
     return np.asarray(session.run(["logits"], {session.get_inputs()[0].name: image})[0])

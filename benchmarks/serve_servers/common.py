@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from torchport.verify.runners import onnxruntime_session
+from torchport.sessions import onnxruntime_session
 
 
 def load_session(bundle: Path, threads: int) -> tuple[ort.InferenceSession, str, list[str]]:

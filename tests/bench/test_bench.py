@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from torchport.bench import BenchResult, Contender, Measurement, bench_contenders, bench_stage, inference, read_result
-from torchport.bench.bundle import bundle_onnx, resolve_threads
-from torchport.bench.inference import EAGER, ORT_FP32, _add_rates
+from torchport.bench import inference
+from torchport.bench.bundle import bench_stage, bundle_onnx, resolve_threads
+from torchport.bench.inference import (
+    EAGER,
+    ORT_FP32,
+    BenchResult,
+    Contender,
+    Measurement,
+    _add_rates,
+    bench_contenders,
+    read_result,
+)
 from torchport.bench.peak import count_flops, estimate_peak, physical_cores
 from torchport.bench.plots import latency_png, throughput_png
 from torchport.bundle.manifest import read_bundle

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from torchport.bench import inference
-from torchport.bench.bundle import table_rows
 from torchport.bench.inference import EAGER, ORT_FP32, BenchResult, Contender, Measurement, bench_contenders
 from torchport.bench.stability import MAX_LOAD_PER_CPU, MAX_ROUND_SPREAD, MAX_TAIL_RATIO, instability
+from torchport.bench.table import table_rows
 
 STEADY = np.full(20, 1e-3) + np.linspace(0, 2e-5, 20)  # 4 rounds of 5 calls, about 1 ms each
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from torchport.bench import bench_stage
+from torchport.bench.bundle import bench_stage
 from torchport.bundle.manifest import read_bundle
 from torchport.config import load_config
 from torchport.pipeline import optimize_stage

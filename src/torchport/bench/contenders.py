@@ -46,7 +46,7 @@ def compile_contender(module: Any) -> Contender:
 
 
 def ort_contender(name: str, path: Path, artifact: str | None = None, precision: str = "fp32") -> Contender:
-    from torchport.verify.runners import onnxruntime_session
+    from torchport.sessions import onnxruntime_session
 
     def prepare(threads: int, array: np.ndarray) -> Call:
         session = onnxruntime_session(path, threads=threads)

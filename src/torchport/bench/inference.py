@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from torchport.bench import defaults
 from torchport.bench.stability import instability, limits, load_average
 from torchport.errors import first_line
 
@@ -156,9 +157,9 @@ def bench_contenders(
     subject: str,
     contenders: Sequence[Contender],
     inputs: dict[int, np.ndarray],
-    threads: Sequence[int] = (1,),
-    iterations: int = 100,
-    budget_s: float = 2.0,
+    threads: Sequence[int] = defaults.SINGLE_THREAD,
+    iterations: int = defaults.ITERATIONS,
+    budget_s: float = defaults.BUDGET_S,
     least: int = 5,
     warmup: int = 3,
     rounds: int = 5,

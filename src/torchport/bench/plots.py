@@ -6,32 +6,15 @@ thread count, p99 as the upper whisker. ``bench_throughput.png``: samples/s per 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from torchport.bench.inference import BenchResult
+from torchport.plotting import figure_png, pyplot
 
 LATENCY_PNG = "bench_latency.png"
 THROUGHPUT_PNG = "bench_throughput.png"
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def figure_png(figure: Any, dpi: int = 110) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    pyplot().close(figure)
-    return buffer.getvalue()
 
 
 def latency_png(result: BenchResult) -> bytes:

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from torchport.bench.plots import figure_png, pyplot
 from torchport.bundle.manifest import Manifest
+from torchport.plotting import figure_png, pyplot
 
 
 def curves_png(records: list[dict[str, Any]]) -> bytes:
