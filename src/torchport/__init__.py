@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_data": "torchport.data",
     "train": "torchport.train.loop",
     "export_stage": "torchport.pipeline",
-    "verify_bundle": "torchport.pipeline",
+    "verify_bundle": "torchport.verify.bundle",
     "run_pipeline": "torchport.pipeline",
     "read_bundle": "torchport.bundle.manifest",
 }

@@ -82,12 +82,15 @@ class Registry(Generic[T]):
     def resolve(self, name: str, import_paths: Iterable[Path] = (), where: str = "") -> T:
         """A registered name, or an import path ``package.module:Name`` to the user's own code."""
         if ":" in name and name not in self:
-            return import_object(name, import_paths, where)  # type: ignore[no-any-return]
+            return import_object(name, import_paths, where)
         return self.get(name, where)
 
     def _unknown(self, name: str, where: str) -> str:
+        """Without a hint of its own, a kind lists its names: there are few, and the user needs to see them."""
         prefix = f"{where}: " if where else ""
-        return f"{prefix}unknown {self.kind} '{name}'{suggest(name, self.names())}{self.hint}"
+        names = self.names()
+        hint = self.hint or f" (expected one of: {', '.join(names)})"
+        return f"{prefix}unknown {self.kind} '{name}'{suggest(name, names)}{hint}"
 
 
 def import_object(path: str, import_paths: Iterable[Path] = (), where: str = "") -> Any:

@@ -1,4 +1,5 @@
-"""Callables that run one artifact in its runtime: numpy batch in, {output name: numpy array} out."""
+"""Callables that run one artifact in its engine (a PyTorch module, ONNX Runtime, an AOTInductor package): numpy
+batch in, {output name: numpy array} out. "Predictor", not "runner": runners are the standalone programs in a bundle."""
 
 from __future__ import annotations
 
@@ -13,21 +14,21 @@ from torchport.errors import BundleError, first_line
 if TYPE_CHECKING:
     import torch
 
-Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
+Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
 CHUNK = 256
 
 
-def chunked(run_batch: Runner) -> Runner:
+def chunked(predict_batch: Predictor) -> Predictor:
     """Run large input sets in chunks so memory stays flat; the artifacts' batch axis is dynamic anyway."""
 
     def run(inputs: np.ndarray) -> dict[str, np.ndarray]:
-        parts = [run_batch(inputs[start : start + CHUNK]) for start in range(0, len(inputs), CHUNK)]
+        parts = [predict_batch(inputs[start : start + CHUNK]) for start in range(0, len(inputs), CHUNK)]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     return run
 
 
-def torch_runner(module: torch.nn.Module, output_names: list[str]) -> Runner:
+def torch_predictor(module: torch.nn.Module, output_names: list[str]) -> Predictor:
     import torch
 
     def run(inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -51,7 +52,7 @@ def onnxruntime_session(path: Path | bytes, threads: int = 1, optimize: bool = T
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_runner(path: Path) -> Runner:
+def onnx_predictor(path: Path) -> Predictor:
     try:
         session = onnxruntime_session(path)
     except Exception as exc:  # a bundle's file that is no ONNX model (its checksum only says it is unchanged)
@@ -66,7 +67,7 @@ def onnx_runner(path: Path) -> Runner:
     return chunked(run)
 
 
-def aoti_runner(path: Path, output_names: list[str]) -> Runner:
+def aoti_predictor(path: Path, output_names: list[str]) -> Predictor:
     import torch
 
     compiled = torch._inductor.aoti_load_package(str(path))

@@ -96,3 +96,10 @@ def check_graph(bundle: Bundle) -> None:
     for artifact in bundle.manifest.artifacts:
         if artifact.kind == "onnx":
             _check_artifact(bundle, artifact)
+
+
+def verify_all(bundle: Bundle) -> None:
+    """Every checksum the manifest vouches for, then its tensors against each ONNX graph: a whole-bundle check."""
+    for entry in bundle.files():
+        bundle.verified_path(entry)
+    check_graph(bundle)

@@ -301,14 +301,6 @@ class Bundle:
         """Every file the manifest vouches for with a checksum."""
         return [*self.manifest.artifacts, *self.manifest.golden.inputs, *self.manifest.golden.outputs]
 
-    def verify_all(self) -> None:
-        """Every checksum, then the manifest's tensors against each ONNX graph (bundle/graph.py)."""
-        from torchport.bundle.graph import check_graph
-
-        for entry in self.files():
-            self.verified_path(entry)
-        check_graph(self)
-
     def read_tensor(self, tensor: GoldenTensor) -> np.ndarray:
         raw = self.verified_path(tensor).read_bytes()
         array = np.frombuffer(raw, dtype=DTYPES[tensor.dtype])
