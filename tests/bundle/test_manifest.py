@@ -87,3 +87,19 @@ def test_inspect_prints_a_summary(digits_run: Path, cli: CliRunner) -> None:
 def test_not_a_bundle_is_a_usage_error(tmp_path: Path, cli: CliRunner) -> None:
     result = cli("verify", str(tmp_path))
     assert result.returncode == 2 and "manifest.json not found" in result.stderr
+
+
+def test_table_columns_are_optional_and_checked(digits_run: Path) -> None:
+    """Bundles written before ``preprocessing.columns`` existed still read (no table); a bad entry is one line."""
+    manifest_path = digits_run / "bundle" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["preprocessing"]["columns"] == []  # digits takes images, not table rows
+    del manifest["preprocessing"]["columns"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert read_bundle(digits_run / "bundle").manifest.preprocessing.columns == []
+    manifest["preprocessing"]["columns"] = [{"name": "colour", "kind": "ordinal", "categories": ["red"]}]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=r"preprocessing\.columns\.0\.kind: Input should be 'numeric' or 'categorical'"
+    ):
+        read_bundle(digits_run / "bundle")

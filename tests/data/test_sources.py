@@ -13,6 +13,7 @@ from torchport.config import DataConfig
 from torchport.data import load_data
 from torchport.errors import DataError
 from torchport.registry import DATA_SOURCES
+from torchport.tabular import feature_names
 
 from .builders import table, updated, write_csv, write_images, write_npy, write_npz
 
@@ -57,6 +58,25 @@ def test_source_loads_with_the_promised_shapes_and_dtypes(source: str, config_fo
             assert split.y.dtype == np.float32 and split.y.shape == (len(split), num_outputs)
     assert data.input_mean.dtype == data.input_std.dtype == np.float32
     assert (data.target_mean is None) == (task == "classification")
+
+
+@pytest.mark.parametrize("source", sorted(DATA_SOURCES.names()))
+def test_tables_carry_the_encoding_of_their_raw_columns(source: str, config_for: ConfigFor) -> None:
+    """Named columns (csv, parquet, the bundled tables) describe how each became features; arrays and images not."""
+    data = load_data(config_for(source), seed=0)
+    if not data.feature_names:
+        assert data.columns == ()
+        return
+    assert feature_names(data.columns) == data.feature_names
+    if source in ("csv", "parquet"):
+        assert [(c.name, c.kind) for c in data.columns] == [
+            ("size", "numeric"),
+            ("color", "categorical"),
+            ("count", "numeric"),
+        ]
+        assert data.columns[1].categories == ("blue", "green", "red")
+    else:
+        assert {c.kind for c in data.columns} == {"numeric"}
 
 
 def test_digits_keeps_raw_pixel_values() -> None:

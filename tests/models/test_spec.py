@@ -15,6 +15,7 @@ from torchport.data import load_data
 from torchport.errors import CheckpointError
 from torchport.models.compose import build_model
 from torchport.models.spec import ModelMeta, model_meta, model_spec
+from torchport.tabular import ColumnEncoding
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -34,6 +35,8 @@ CHECKPOINT_META_KEYS = {
     "input_max",
     "source",
 }
+# Keys added since, which a checkpoint written before them lacks: ``from_dict`` reads them as their default.
+LATER_META_KEYS = {"columns"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def _through_torch_save(value: dict[str, Any]) -> Any:
 
 def test_meta_is_stored_as_the_plain_dict_checkpoints_always_held(iris_meta: ModelMeta) -> None:
     stored = iris_meta.to_dict()
-    assert set(stored) == CHECKPOINT_META_KEYS
+    assert set(stored) == CHECKPOINT_META_KEYS | LATER_META_KEYS
     assert stored["input_shape"] == [4] and isinstance(stored["input_shape"], list)
     assert stored["class_names"] == ["setosa", "versicolor", "virginica"]
     assert isinstance(stored["input_mean"], torch.Tensor) and stored["target_mean"] is None
@@ -84,3 +87,31 @@ def test_meta_with_an_unknown_key_is_refused(iris_meta: ModelMeta) -> None:
         ModelMeta.from_dict({**iris_meta.to_dict(), "colour": "red"}, "ckpt.pt")
     with pytest.raises(CheckpointError, match="no model description"):
         ModelMeta.from_dict(None, "ckpt.pt")
+
+
+def test_the_column_encodings_travel_as_plain_dicts(tmp_path: Path) -> None:
+    meta = model_meta(load_data(load_config(EXAMPLES / "tabular_csv.yaml").data, seed=0))
+    neighbourhood = ColumnEncoding("neighbourhood", "categorical", ("centre", "suburb", "village"))
+    assert meta.columns[-1] == neighbourhood and len(meta.columns) == 5
+    stored = _through_torch_save(meta.to_dict())
+    assert stored["columns"][-1] == {
+        "name": "neighbourhood",
+        "kind": "categorical",
+        "categories": list(neighbourhood.categories),
+    }
+    assert ModelMeta.from_dict(stored, "ckpt.pt").columns == meta.columns
+
+
+def test_a_checkpoint_from_before_columns_reads_as_no_table(iris_meta: ModelMeta) -> None:
+    stored = {key: value for key, value in iris_meta.to_dict().items() if key in CHECKPOINT_META_KEYS}
+    loaded = ModelMeta.from_dict(_through_torch_save(stored), "old.pt")
+    assert loaded.columns == () and loaded.feature_names == iris_meta.feature_names
+
+
+def test_bad_stored_columns_are_refused_naming_the_checkpoint(iris_meta: ModelMeta) -> None:
+    stored = iris_meta.to_dict()
+    stored["columns"] = [{"name": "a", "kind": "numeric", "categories": []}, {"name": "b", "kind": "colour"}]
+    with pytest.raises(CheckpointError, match=r"^checkpoint ckpt\.pt: meta\.columns\[1\]: expected \{name, kind"):
+        ModelMeta.from_dict(stored, "ckpt.pt")
+    with pytest.raises(CheckpointError, match=r"'meta\.columns' must be a list"):
+        ModelMeta.from_dict({**iris_meta.to_dict(), "columns": "area"}, "ckpt.pt")

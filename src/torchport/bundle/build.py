@@ -19,6 +19,7 @@ from torchport.bundle.manifest import (
     Manifest,
     Preprocessing,
     Provenance,
+    TableColumn,
     TensorSpec,
     file_entry,
     write_tensor,
@@ -102,7 +103,19 @@ def preprocessing(run: TrainedRun) -> Preprocessing:
         },
         input_range=[run.meta.input_min, run.meta.input_max],
         feature_names=list(run.meta.feature_names),
-        description="Feed raw inputs exactly as the data source yields them; the graph standardises them itself.",
+        columns=[TableColumn(**column.to_dict()) for column in run.meta.columns],
+        description=_description(bool(run.meta.columns)),
+    )
+
+
+def _description(table: bool) -> str:
+    raw = "Feed raw inputs exactly as the data source yields them; the graph standardises them itself."
+    if not table:
+        return raw
+    return raw + (
+        " Raw table rows become that input by `columns`: a numeric column is one float32 feature, a categorical one "
+        "a one-hot block over its categories (matched by text), in column order; torchport.tabular.encode_rows "
+        "does exactly this."
     )
 
 

@@ -103,11 +103,30 @@ class Golden(_Model):
     outputs: list[GoldenTensor]
 
 
+class TableColumn(_Model):
+    """How one raw table column becomes the graph input's features (``torchport.tabular`` encodes by it)."""
+
+    name: str = Field(description="the raw column, as in the training table")
+    kind: Literal["numeric", "categorical"] = Field(
+        description="numeric: one float32 feature; categorical: a one-hot block, one feature per category"
+    )
+    categories: list[str] = Field(
+        default_factory=list,
+        description="categorical: the known values as text, in one-hot order; a value matches by its text. "
+        "Empty for numeric",
+    )
+
+
 class Preprocessing(_Model):
     inside_graph: bool = Field(True, description="true: feed raw inputs; normalisation is part of the graph")
     normalization: dict[str, Any] = Field(default_factory=dict)
     input_range: list[float] = Field(description="min and max of the training inputs")
     feature_names: list[str] = Field(default_factory=list)
+    columns: list[TableColumn] = Field(
+        default_factory=list,
+        description="tables: the raw columns, in feature order, and how each is encoded into the input vector "
+        "(numbers as float32, categories one-hot); empty when the input is not a table",
+    )
     description: str = ""
 
 

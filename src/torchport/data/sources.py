@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from torchport.config import DataConfig
-from torchport.data.targets import encode_labels
 from torchport.errors import DataError, first_line, suggest
 from torchport.registry import DATA_SOURCES
+from torchport.tabular import ColumnEncoding, encode_rows, feature_names, learn_encodings, numeric_encodings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +36,7 @@ class RawData:
     source: str  # "digits", "csv:/abs/path.csv"
     x_key: str  # the config key to blame for bad features
     y_key: str  # the config key to blame for bad targets
+    columns: tuple[ColumnEncoding, ...] = ()  # tables: how each raw column became features; () for the others
 
 
 def read_source(cfg: DataConfig) -> RawData:
@@ -76,8 +77,9 @@ def _sklearn_tabular(bunch: Any, name: str) -> RawData:
     # Named labels ("setosa") make a readable manifest; they sort into the same order as sklearn's ids,
     # except breast_cancer, where "benign" (sklearn's 1) becomes 0.
     labels = np.asarray(bunch.target_names)[bunch.target]
-    names = [str(feature) for feature in bunch.feature_names]
-    return RawData(bunch.data.astype(np.float32), labels, names, name, "data.source", "data.source")
+    columns = numeric_encodings([str(feature) for feature in bunch.feature_names])
+    x = bunch.data.astype(np.float32)
+    return RawData(x, labels, feature_names(columns), name, "data.source", "data.source", columns)
 
 
 # --- tables: csv and parquet --------------------------------------------------------------------------------
@@ -111,13 +113,18 @@ def _read_table(read: Callable[[], pd.DataFrame], path: Path, kind: str) -> pd.D
 
 
 def _from_frame(frame: pd.DataFrame, cfg: DataConfig, path: Path, source: str) -> RawData:
-    columns = list(frame.columns)
-    target = _pick_target(cfg.target, columns, path)
-    features = _pick_features(cfg.features, target, columns, path)
+    names = list(frame.columns)
+    target = _pick_target(cfg.target, names, path)
+    features = _pick_features(cfg.features, target, names, path)
     categorical = _pick_categorical(cfg.categorical, features, frame)
     _check_missing(frame, target, features, path)
-    x, names = _encode_features(frame, features, categorical)
-    return RawData(x, _column_values(frame[target]), names, source, "data.features", "data.target")
+    try:
+        columns = learn_encodings(frame, features, categorical)
+        x = encode_rows(frame, columns)  # the very function Bundle.predict and the server encode raw rows with
+    except DataError as exc:
+        raise DataError(f"data.features: {exc} (in {path})") from None
+    y = _column_values(frame[target])
+    return RawData(x, y, feature_names(columns), source, "data.features", "data.target", columns)
 
 
 def _pick_target(target: str | None, columns: list[str], path: Path) -> str:
@@ -197,26 +204,6 @@ def _check_missing(frame: pd.DataFrame, target: str, features: list[str], path: 
         f"{key}: column '{name}' has {count} of {len(frame)} rows with missing values in {path}{others}; "
         "fill or drop those rows first"
     )
-
-
-def _encode_features(frame: pd.DataFrame, features: list[str], categorical: set[str]) -> tuple[np.ndarray, list[str]]:
-    """Numeric columns as float32, categorical ones one-hot ("column=value"), in the order of ``features``."""
-    blocks: list[np.ndarray] = []
-    names: list[str] = []
-    for name in features:
-        if name in categorical:
-            values, labels = _one_hot(frame[name])
-            blocks.append(values)
-            names += [f"{name}={label}" for label in labels]
-        else:
-            blocks.append(frame[name].to_numpy(dtype=np.float32)[:, None])
-            names.append(name)
-    return np.concatenate(blocks, axis=1), names
-
-
-def _one_hot(column: pd.Series) -> tuple[np.ndarray, list[str]]:
-    labels, codes = encode_labels(column.to_numpy(dtype=object))
-    return np.eye(len(labels), dtype=np.float32)[codes], labels
 
 
 def _column_values(column: pd.Series) -> np.ndarray:

@@ -19,6 +19,7 @@ from torchport.data.sources import RawData, read_source
 from torchport.data.stats import input_stats, target_stats
 from torchport.data.targets import Targets, encode_targets
 from torchport.errors import DataError
+from torchport.tabular import ColumnEncoding
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DataSplits:
     input_min: float  # range of the train inputs, for drawing random test inputs
     input_max: float
     source: str  # "digits", "csv:/abs/path.csv"
+    columns: tuple[ColumnEncoding, ...] = ()  # tables: how raw columns become the features; () for the others
 
 
 def load_data(cfg: DataConfig, seed: int) -> DataSplits:
@@ -140,4 +142,5 @@ def _assemble(
         input_min=float(train.x.min()),
         input_max=float(train.x.max()),
         source=raw.source,
+        columns=raw.columns,
     )

@@ -4,7 +4,8 @@ weights so export and verification can rebuild and describe the model without re
 
 ``ModelMeta`` is made once from the data when training starts and read by attribute everywhere after. In a
 checkpoint it is stored as a plain dict (``to_dict``): ``torch.load(weights_only=True)`` loads only plain
-types, and checkpoints written before this class existed carry the same keys.
+types, and checkpoints written before this class existed carry the same keys. ``columns`` came later: a checkpoint
+without it reads as a model that takes no table rows.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from torchport.errors import CheckpointError
+from torchport.errors import CheckpointError, DataError
+from torchport.tabular import ColumnEncoding
 
 if TYPE_CHECKING:
     from torchport.config import Config
     from torchport.data import DataSplits
+
+
+# Keys that checkpoints written before them lack; ``from_dict`` reads their absence as the default.
+OPTIONAL_META_KEYS = frozenset({"columns"})
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,12 @@ class ModelMeta:
     input_min: float  # range of the training inputs, for drawing random test inputs
     input_max: float
     source: str  # "digits", "csv:/abs/path.csv"
+    columns: tuple[ColumnEncoding, ...] = ()  # tables: how raw columns become the features; () for the others
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's ``meta`` entry: lists, not tuples, exactly as checkpoints have always held it."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["columns"] = [column.to_dict() for column in self.columns]
         return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
 
     @classmethod
@@ -66,7 +74,7 @@ class ModelMeta:
         expected = [field.name for field in dataclasses.fields(cls)]
         if not isinstance(meta, dict):
             raise CheckpointError(f"checkpoint {where} has no model description ('meta' is {type(meta).__name__})")
-        missing = [key for key in expected if key not in meta]
+        missing = [key for key in expected if key not in meta and key not in OPTIONAL_META_KEYS]
         unknown = sorted(str(key) for key in meta if key not in expected)
         if missing or unknown:
             faults = [f"lacks {', '.join(missing)}"] if missing else []
@@ -86,7 +94,17 @@ class ModelMeta:
             input_min=float(meta["input_min"]),
             input_max=float(meta["input_max"]),
             source=str(meta["source"]),
+            columns=_columns(meta.get("columns", []), where),
         )
+
+
+def _columns(stored: Any, where: str) -> tuple[ColumnEncoding, ...]:
+    if not isinstance(stored, list):
+        raise CheckpointError(f"checkpoint {where}: 'meta.columns' must be a list, not {type(stored).__name__}")
+    try:
+        return tuple(ColumnEncoding.from_dict(raw, f"meta.columns[{i}]") for i, raw in enumerate(stored))
+    except DataError as exc:
+        raise CheckpointError(f"checkpoint {where}: {exc}") from None
 
 
 def model_meta(data: DataSplits) -> ModelMeta:
@@ -105,6 +123,7 @@ def model_meta(data: DataSplits) -> ModelMeta:
         input_min=float(data.input_min),
         input_max=float(data.input_max),
         source=data.source,
+        columns=tuple(data.columns),
     )
 
 
