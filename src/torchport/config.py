@@ -13,9 +13,12 @@ need the code behind the names (blocks and their arguments, optimizers, data fil
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -237,6 +240,23 @@ class Config(StrictModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+    @classmethod
+    def from_dict(
+        cls,
+        raw: Mapping[str, Any],
+        base_dir: str | os.PathLike[str] | None = None,
+        overrides: Sequence[str] | None = None,
+    ) -> Config:
+        """A config from a mapping (a notebook's dict), exactly as if it were a YAML file in ``base_dir`` (default:
+        the working directory): overrides applied, relative paths resolved, plugins imported; ``raw`` is left as
+        it was."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"config: expected a mapping of sections (data, model, train, ...), got {type(raw).__name__}"
+            )
+        folder = Path(base_dir) if base_dir is not None else Path.cwd()
+        return config_from_dict(copy.deepcopy(dict(raw)), folder.resolve(), list(overrides or []))
 
 
 def default_run_dir(config: Config) -> Path:

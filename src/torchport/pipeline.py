@@ -8,6 +8,7 @@ everything. Nothing passes between stages in memory, so a user can enter at any 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,13 +23,13 @@ from torchport.bundle.build import (
     write_manifest,
 )
 from torchport.bundle.inspect import variants_table
-from torchport.bundle.manifest import Artifact, Bundle, read_bundle
+from torchport.bundle.manifest import Artifact, Bundle, VariantOutcome, read_bundle
 from torchport.config import BenchConfig, Config
 from torchport.data import DataSplits, load_data
 from torchport.errors import ConfigError, first_line
 from torchport.export.deployable import TrainedRun, load_trained_run
 from torchport.models.compose import build_model
-from torchport.verify.bundle import verification_table, verify_bundle
+from torchport.verify.bundle import VerifyReport, verify_report
 from torchport.verify.variants import open_run_bundle, optimize_bundle
 
 
@@ -45,8 +46,14 @@ def dry_build(config: Config) -> str:
 # --- export --------------------------------------------------------------------------------------------------
 
 
-def export_stage(run_dir: Path, console: Console) -> Bundle:
+def _quiet(console: Console | None) -> Console:
+    """The console a stage prints on: the caller's (the CLI's), else one that prints nothing."""
+    return console if console is not None else Console(quiet=True)
+
+
+def export_stage(run_dir: Path, console: Console | None = None) -> Bundle:
     """Export ONNX (and the AOTInductor package when a compiler is there) and write the bundle."""
+    console = _quiet(console)
     run = load_trained_run(run_dir)
     bundle_dir = fresh_bundle_dir(run_dir)
     artifacts = [_export_onnx(run, bundle_dir, console)]
@@ -113,61 +120,83 @@ def install_runners(bundle_dir: Path) -> None:
 # --- verify --------------------------------------------------------------------------------------------------
 
 
-def verify_stage(bundle_dir: Path, console: Console) -> bool:
-    """Verify every artifact of the bundle, print the parity table and one line per failure; True when all pass."""
-    started = time.perf_counter()
-    _, results = verify_bundle(bundle_dir)
-    console.print(verification_table(results))
-    for result in results:
-        if not result.passed:
-            layer = f"; first diverging layer: {result.first_diverging_layer}" if result.first_diverging_layer else ""
-            console.print(
-                f"[bold red]FAILED[/] {result.artifact} in {result.runtime} exceeds atol {result.atol:g}, "
-                f"rtol {result.rtol:g}{layer}"
-            )
-    passed = all(r.passed for r in results)
-    verdict = "[green]verified[/]" if passed else "[bold red]verification failed[/]"
-    console.print(f"{verdict} {len(results)} artifact(s) in {time.perf_counter() - started:.1f} s")
-    return passed
+def verify_stage(bundle_dir: Path, console: Console | None = None) -> bool:
+    """Verify every artifact of the bundle, record the results in its manifest, print the parity table and one
+    line per failure; True when all pass."""
+    report = verify_report(bundle_dir, save=True)
+    show_verification(report, _quiet(console))
+    return report.passed
+
+
+def show_verification(report: VerifyReport, console: Console) -> None:
+    """What `torchport verify` prints: the parity table, a line per failure, the verdict."""
+    console.print(report.table())
+    for line in report.failures():
+        console.print(f"[bold red]FAILED[/] {line}")
+    verdict = "[green]verified[/]" if report.passed else "[bold red]verification failed[/]"
+    console.print(f"{verdict} {len(report.results)} artifact(s) in {report.seconds:.1f} s")
 
 
 # --- optimize ------------------------------------------------------------------------------------------------
 
 
-def optimize_stage(bundle_dir: Path, console: Console) -> bool:
+@dataclass(frozen=True)
+class OptimizeReport:
+    """What `optimize` did with each variant of ``export.variants``: kept, or refused or failed and why.
+
+    ``passed`` is false only when a variant was left out under ``export.strict_variants: true``."""
+
+    outcomes: list[VariantOutcome]
+    passed: bool
+
+    @property
+    def kept(self) -> list[str]:
+        return [o.path for o in self.outcomes if o.status == "kept"]
+
+    @property
+    def left_out(self) -> list[VariantOutcome]:
+        return [o for o in self.outcomes if o.status != "kept"]
+
+
+def optimize_stage(bundle_dir: Path, console: Console | None = None) -> bool:
     """Add the variants in ``export.variants`` to a bundle, each gated on accuracy (and fp32 ones on parity).
 
     A refused or failed variant is left out and named in one line; it fails the stage only with
     ``export.strict_variants: true``. Needs the run directory around the bundle: calibration and the gate use
     its data.
     """
+    return optimize_report(bundle_dir, console).passed
+
+
+def optimize_report(bundle_dir: Path, console: Console | None = None) -> OptimizeReport:
+    """:func:`optimize_stage`, returning what happened to each variant."""
+    console = _quiet(console)
     started = time.perf_counter()
     target = open_run_bundle(bundle_dir)
     settings = target.config.export
     if not settings.variants:
         console.print("no variants requested (export.variants is empty)")
-        return True
+        return OptimizeReport([], True)
     outcomes = optimize_bundle(target, console.print)
     console.print(variants_table(target.bundle.manifest))
-    kept = sum(o.status == "kept" for o in outcomes)
-    left_out = [o.path for o in outcomes if o.status != "kept"]  # variants_table above gives the reasons
-    passed = not (left_out and settings.strict_variants)
+    report = OptimizeReport(outcomes, not ([o for o in outcomes if o.status != "kept"] and settings.strict_variants))
+    left_out = [o.path for o in report.left_out]  # variants_table above gives the reasons
     verdict = (
         "[green]optimized[/]"
         if not left_out
-        else ("[bold red]optimize failed[/]" if not passed else "[yellow]optimized[/]")
+        else ("[bold red]optimize failed[/]" if not report.passed else "[yellow]optimized[/]")
     )
     console.print(
-        f"{verdict} {kept} of {len(outcomes)} variant(s) kept in {time.perf_counter() - started:.1f} s"
+        f"{verdict} {len(report.kept)} of {len(outcomes)} variant(s) kept in {time.perf_counter() - started:.1f} s"
         + (f"; left out: {', '.join(left_out)}" if left_out else "")
     )
-    return passed
+    return report
 
 
 # --- run -----------------------------------------------------------------------------------------------------
 
 
-def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console) -> None:
+def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console | None = None) -> None:
     """The short benchmark at the end of `torchport run`: ``bench.budget_seconds`` of timed calls in all."""
     from torchport.bench.bundle import bench_stage
 
@@ -181,13 +210,14 @@ def bench_run_stage(run_dir: Path, settings: BenchConfig, console: Console) -> N
     )
 
 
-def run_pipeline(config: Config, run_dir: Path | None, console: Console, overwrite: bool = False) -> bool:
+def run_pipeline(config: Config, run_dir: Path | None, console: Console | None = None, overwrite: bool = False) -> bool:
     """train -> export -> verify -> bundle -> report, with a closing summary table. ``overwrite``: start over in
     a run dir that holds an earlier run's checkpoints (refused otherwise)."""
     from torchport.config import default_run_dir
     from torchport.report.html import write_report
     from torchport.train.loop import train
 
+    console = _quiet(console)
     run_dir = Path(run_dir or default_run_dir(config))
     times: dict[str, float] = {}
 

@@ -93,10 +93,22 @@ def write_outputs(result: BenchResult, run_dir: Path, json_path: Path | None = N
     return written
 
 
-def bench_stage(bundle_dir: Path, console: Console, json_path: Path | None = None, **options: Any) -> BenchResult:
+def bench_stage(
+    bundle_dir: Path, console: Console | None = None, json_path: Path | None = None, **options: Any
+) -> BenchResult:
     """Measure (``options`` as `bench_bundle` takes them), print the ratio table, and write RUN_DIR/bench.json and
-    the plots. The report reads those files: refreshing it is the caller's next step, not the benchmark's."""
+    the plots. The report reads those files: refreshing it is the caller's next step, not the benchmark's.
+    Quiet without a ``console``."""
+    console = console if console is not None else Console(quiet=True)
     result = bench_bundle(bundle_dir, console=console, **options)
+    show_bench(result, console)
+    written = write_outputs(result, bundle_dir.parent, json_path)
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    return result
+
+
+def show_bench(result: BenchResult, console: Console) -> None:
+    """What `torchport bench` prints about a result: the ratio table, its notes, the headline."""
     console.print(bench_table(result))
     for note in result.notes:
         console.print(f"[yellow]note[/] {note}")
@@ -105,6 +117,3 @@ def bench_stage(bundle_dir: Path, console: Console, json_path: Path | None = Non
     console.print(f"headline (stable cells only): {headline(result)}")
     if not any(m.contender == ORT_FP32 for m in result.measurements):
         console.print("[yellow]note[/] no fp32 ONNX artifact measured; 'vs ORT fp32' is empty")
-    written = write_outputs(result, bundle_dir.parent, json_path)
-    console.print("wrote " + ", ".join(str(p) for p in written))
-    return result

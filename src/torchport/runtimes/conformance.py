@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -296,19 +297,47 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
-def conformance_command(bundle: Path, runtimes: str, json_path: Path | None, server: str | None = None) -> int:
+@dataclass(frozen=True)
+class ConformanceReport:
+    """Each runtime's run of the golden inputs, one result per runtime and artifact; ``passed`` unless one failed
+    or errored (skipped runtimes do not count). ``str(report)`` is the table `torchport conformance` prints."""
+
+    results: list[ConformanceResult]
+
+    @property
+    def passed(self) -> bool:
+        return not failed(self.results)
+
+    def table(self) -> str:
+        return table(self.results)
+
+    def summary(self) -> str:
+        bad = failed(self.results)
+        ran = [r for r in self.results if r.status != "skipped"]
+        skipped = len(self.results) - len(ran)
+        return f"conformance: {len(ran) - len(bad)} of {len(ran)} runtime runs passed" + (
+            f", {skipped} skipped" if skipped else ""
+        )
+
+    def __str__(self) -> str:
+        return f"{self.table()}\n{self.summary()}"
+
+
+def check_conformance(
+    bundle: Path, runtimes: str = "all", server: str | None = None, save: bool = False
+) -> ConformanceReport:
+    """Run the runtimes ``runtimes`` names ('all' or 'python,node'); the results go into the manifest if ``save``."""
     chosen, explicit = choose(runtimes, server)
-    results = run_conformance(bundle, chosen, explicit, server=server)
-    print(table(results))
+    return ConformanceReport(run_conformance(bundle, chosen, explicit, save=save, server=server))
+
+
+def conformance_command(bundle: Path, runtimes: str, json_path: Path | None, server: str | None = None) -> int:
+    report = check_conformance(bundle, runtimes, server, save=True)
+    print(report.table())
     if json_path is not None:
-        json_path.write_text(json.dumps([r.model_dump() for r in results], indent=2) + "\n")
-    bad = failed(results)
-    ran = [r for r in results if r.status != "skipped"]
-    print(
-        f"conformance: {len(ran) - len(bad)} of {len(ran)} runtime runs passed"
-        + (f", {len(results) - len(ran)} skipped" if len(ran) < len(results) else "")
-    )
-    return 1 if bad else 0
+        json_path.write_text(json.dumps([r.model_dump() for r in report.results], indent=2) + "\n")
+    print(report.summary())
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

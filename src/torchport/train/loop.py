@@ -134,8 +134,9 @@ def train(
     Under torchrun this joins the process group, runs the same loop as DDP and leaves the group at the end;
     every rank returns the same summary. After an elastic restart it resumes from the last checkpoint.
     Rank 0 holds the run directory's lock throughout; a run dir with checkpoints needs ``resume`` or ``overwrite``.
+    Quiet unless given a ``console`` to show the epochs and the progress bar on.
     """
-    console = console or Console()
+    console = console if console is not None else Console(quiet=True)
     world, device = distributed.setup(config.train, console if env_rank() == 0 else None)
     held = contextlib.ExitStack()
     try:

@@ -7,6 +7,8 @@ variant, is checked against them by ``check_artifact``.
 
 from __future__ import annotations
 
+import io
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +117,11 @@ def check_artifact(bundle: Bundle, artifact: Artifact, context: ParityContext) -
     return result
 
 
-def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]:
-    """Check checksums, then every artifact against PyTorch (or, for a bundle alone, its golden outputs)."""
+def verify_bundle(bundle_dir: Path, save: bool = False) -> tuple[Bundle, list[ArtifactVerification]]:
+    """Check checksums, then every artifact against PyTorch (or, for a bundle alone, its golden outputs).
+
+    Only measures: the results go into ``manifest.json`` when ``save`` is true (`torchport verify` saves them, the
+    report shows them), never as a side effect of a Python caller's check."""
     bundle = read_bundle(bundle_dir)
     verify_all(bundle)
     context = parity_context(bundle)
@@ -125,9 +130,55 @@ def verify_bundle(bundle_dir: Path) -> tuple[Bundle, list[ArtifactVerification]]
         for artifact in bundle.manifest.artifacts
         if artifact.kind in VERIFIED_KINDS
     ]
-    bundle.manifest.verification = results
-    bundle.save()
+    if save:
+        bundle.manifest.verification = results
+        bundle.save()
     return bundle, results
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What a verification found: one result per artifact (what the manifest's ``verification`` holds once saved).
+
+    ``passed`` is the verdict; ``failures()`` says why in one line per failed artifact; ``table()`` is the parity
+    table `torchport verify` prints, and ``str(report)`` the same as plain text."""
+
+    bundle: Path
+    results: list[ArtifactVerification]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    def failures(self) -> list[str]:
+        return [_failure_line(result) for result in self.results if not result.passed]
+
+    def table(self) -> Table:
+        return verification_table(self.results)
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        out = Console(file=io.StringIO(), width=160, no_color=True, highlight=False)
+        out.print(self.table())
+        for line in self.failures():
+            out.print(f"FAILED {line}", markup=False)
+        out.print(f"{'verified' if self.passed else 'verification failed'}: {len(self.results)} artifact(s)")
+        return out.file.getvalue().rstrip()  # type: ignore[attr-defined]
+
+
+def _failure_line(result: ArtifactVerification) -> str:
+    diverging = result.first_diverging_layer
+    layer = f"; first diverging layer: {diverging}" if diverging else ""
+    return f"{result.artifact} in {result.runtime} exceeds atol {result.atol:g}, rtol {result.rtol:g}{layer}"
+
+
+def verify_report(bundle_dir: Path, save: bool = False) -> VerifyReport:
+    """:func:`verify_bundle` as a report (``save``: record the results in the manifest)."""
+    started = time.perf_counter()
+    _, results = verify_bundle(bundle_dir, save=save)
+    return VerifyReport(bundle_dir, results, time.perf_counter() - started)
 
 
 def verification_table(results: list[ArtifactVerification]) -> Table:
