@@ -167,15 +167,18 @@ def test_the_digits_example_validates(results: dict[str, Result]) -> None:
     assert "(1, 8, 8) -> (10,)" in result.stdout
 
 
-def test_debug_raises_instead(tmp_path: Path) -> None:
-    """The one exception to the one-line rule: with --debug the error propagates (a traceback, for developers)."""
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The one exception to the one-line rule: with --debug the traceback comes first (for developers). The exit
+    code stays, so a script, or torchrun's agent that stops on a worker's 2, reads a run with --debug alike."""
     from torchport.cli import main
-    from torchport.errors import ConfigError
 
     (tmp_path / "cfg.yaml").write_text(GOOD_LAYERS + "train: {epochs: many}\n")
     assert main(["validate", str(tmp_path / "cfg.yaml")]) == 2
-    with pytest.raises(ConfigError, match=r"^train\.epochs: "):
-        main(["--debug", "validate", str(tmp_path / "cfg.yaml")])
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--debug", "validate", str(tmp_path / "cfg.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ConfigError: train.epochs: " in err
+    assert err.strip().splitlines()[-1].startswith("error: train.epochs: ")
 
 
 # --- errors that once escaped as "internal error" (issue 14, finding 6) ----------------------------------------

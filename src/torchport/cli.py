@@ -1,8 +1,9 @@
 """The ``torchport`` command: parse, call the stage function, print, map errors to exit codes.
 
 Exit codes: 0 ok, 1 a check failed (parity, accuracy gate), 2 bad usage or config, 3 an internal error (a bug of
-ours). A user sees one line per error; the traceback only with ``--debug``. Heavy imports happen inside the
-verbs so ``--help`` is instant.
+ours). A user sees one line per error; the traceback too with ``--debug``, which never changes the exit code.
+With ``--json`` a verb's result is one JSON document on stdout (``torchport.cli_json``) and what it says for
+people goes to stderr. Heavy imports happen inside the verbs so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -12,17 +13,32 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from torchport.cli_parser import build_parser
+from torchport.cli_json import Document, emit, error_document, stdout_to_stderr
+from torchport.cli_parser import EXIT_INTERNAL, EXIT_USAGE, UsageExit, parse, upgrade_json_file
+from torchport.cli_torchrun import LAUNCH_OPTIONS, hand_over_to_torchrun
 from torchport.errors import TorchportError, UsageError, first_line
 
 DEFAULT_CONFIG = "digits"
 
 
-def _console():  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class Outcome:
+    """What a verb with --json returns: its exit code and its result as a document (printed only with --json)."""
+
+    code: int
+    document: Document
+
+
+def _console(args: argparse.Namespace, chatty: bool = True):  # type: ignore[no-untyped-def]
+    """The console a verb speaks to people on: stdout, or with --json stderr (``chatty``: a long stage's progress
+    and verdict) or nowhere (a quick verb's summary, which the document says already)."""
     from rich.console import Console
 
+    if args.json:
+        return Console(highlight=False, stderr=True, quiet=not chatty)
     console = Console(highlight=False)
     if not console.is_terminal:  # logs and CI: wide enough that tables are not cut into slivers
         console = Console(highlight=False, width=160)
@@ -49,99 +65,50 @@ def _load(args: argparse.Namespace, check: bool = True):  # type: ignore[no-unty
 # --- verbs ---------------------------------------------------------------------------------------------------
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace) -> Outcome:
     config = _load(args)  # config errors first: they need no torch import
+    from torchport.cli_json import validate_document
     from torchport.pipeline import dry_build
 
     shape = dry_build(config)
-    _console().print(f"[green]ok[/] {args.config}: config '{config.name}' is valid; model {shape}")
-    return 0
+    _console(args, chatty=False).print(f"[green]ok[/] {args.config}: config '{config.name}' is valid; model {shape}")
+    return Outcome(0, validate_document(Path(args.config), config, shape))
 
 
-LAUNCH_OPTIONS = ("nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "max_restarts", "local_addr")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc_per_node is not None:  # before importing torch: this process is replaced by torchrun
-        return _launch_torchrun(args, _load(args, check=False))
+def cmd_train(args: argparse.Namespace) -> int | Outcome:
+    if _hands_over(args):  # before importing torch: this process is replaced by torchrun
+        return hand_over_to_torchrun(args, _load(args, check=False))
+    from torchport.config import default_run_dir
     from torchport.train.launch import env_rank
 
     config = _load(args)
+    from torchport.cli_json import train_document
     from torchport.train.loop import train
 
     given = [f"--{name.replace('_', '-')}" for name in LAUNCH_OPTIONS if getattr(args, name) is not None]
     if given:
         raise UsageError(f"{given[0]} is a torchrun option; it needs --nproc-per-node N")
-    run_dir = Path(args.run_dir) if args.run_dir else None
-    summary = train(config, run_dir, resume=args.resume, console=_console(), overwrite=args.overwrite)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    train(config, run_dir, resume=args.resume, console=_console(args), overwrite=args.overwrite)
     if env_rank() != 0:  # under torchrun, rank 0 speaks for the job
         return 0
-    best = summary["best"].get(summary["metric"])
-    best_text = f"{summary['metric']} {best:.4f}" if best is not None else ""
-    world = f", world size {summary['world_size']}" if summary["world_size"] > 1 else ""
-    _console().print(
-        f"[green]trained[/] {config.name}: best {best_text} at epoch {summary['best'].get('epoch', 0) + 1}, "
-        f"{summary['samples_per_second']} samples/s, {summary['train_seconds']:.1f} s{world}"
+    document = train_document(run_dir)  # from summary.json, as rank 0 wrote it
+    best = f"{document['metric']} {document['best']:.4f}" if document["best"] is not None else ""
+    world = f", world size {document['world_size']}" if document["world_size"] > 1 else ""
+    _console(args).print(
+        f"[green]trained[/] {config.name}: best {best} at epoch {document['best_epoch']}, "
+        f"{document['samples_per_second']} samples/s, {document['train_seconds']:.1f} s{world}"
     )
-    return 0
+    return Outcome(0, document)
 
 
-def _launch_torchrun(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
-    """Hand the process over to torchrun (exec, not a child: signals and the exit code are torchrun's own)."""
-    import os
-    import shlex
-
-    from torchport.config import default_run_dir
-    from torchport.train.launch import TorchrunOptions, agent_env, torchrun_command, under_torchrun, worker_args
-    from torchport.validate import check_data_files
-
-    if under_torchrun():
-        raise UsageError("--nproc-per-node: this process already runs under torchrun; drop the option")
-    if config.train.strategy in ("dp", "single"):
-        raise UsageError(
-            f"train.strategy: '{config.train.strategy}' is one process; use ddp or auto with --nproc-per-node"
-        )
-    options = TorchrunOptions(
-        nproc_per_node=args.nproc_per_node,
-        nnodes=args.nnodes or "1",
-        node_rank=args.node_rank,
-        rdzv_endpoint=args.rdzv_endpoint,
-        rdzv_id=args.rdzv_id or config.name,
-        max_restarts=args.max_restarts or 0,
-        local_addr=args.local_addr,
-        dist_timeout_s=config.train.dist_timeout_s,
-    )
-    check_data_files(config.data)  # what needs no torch is refused here, once, not by every worker
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
-    _check_run_dir_free(run_dir, args.resume, args.overwrite)  # rank 0 takes the lock; refuse early here
-    workers = worker_args(Path(args.config), run_dir, args.overrides, args.resume, args.debug)
-    if args.overwrite:
-        workers.insert(workers.index("train") + 1, "--overwrite")
-    command = torchrun_command(options, workers)
-    env = agent_env(args.local_addr, args.debug)  # OMP_NUM_THREADS, GLOO_SOCKET_IFNAME, log levels
-    print(f"torchrun: {shlex.join(command)}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os.environ.update(env)
-    os.execv(command[0], command)
-    return 0  # not reached
-
-
-def _check_run_dir_free(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """What rank 0's train() would refuse, refused before torchrun starts: one line and exit 2, not a failed job."""
-    from torchport.runlock import check_free, has_checkpoints
-
-    check_free(run_dir)
-    if not resume and not overwrite and has_checkpoints(run_dir):
-        raise UsageError(
-            f"{run_dir} holds the checkpoints of an earlier run; continue it with --resume, or start over with"
-            " --overwrite (deletes them)"
-        )
+def _hands_over(args: argparse.Namespace) -> bool:
+    """Whether this `train` becomes torchrun: its workers print the document, through the stdout it leaves them."""
+    return args.verb == "train" and args.nproc_per_node is not None
 
 
 def _holding(run_dir: Path, verb: str):  # type: ignore[no-untyped-def]
     """The run directory's lock for a verb that writes there (see runlock.py); nothing outside a run dir."""
-    import contextlib
-
     from torchport.runlock import run_dir_lock
 
     return run_dir_lock(run_dir, verb) if (run_dir / "config.yaml").is_file() else contextlib.nullcontext()
@@ -168,7 +135,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
     text = render(job, args.emit)
     if args.output:
         Path(args.output).write_text(text)
-        _console().print(f"wrote {args.output} ({args.emit}, {job.nnodes} node(s) x {job.procs_per_node} process(es))")
+        _console(args).print(
+            f"wrote {args.output} ({args.emit}, {job.nnodes} node(s) x {job.procs_per_node} process(es))"
+        )
     else:
         sys.stdout.write(text)
     return 0
@@ -189,7 +158,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
         doc = (factory.__doc__ or "").strip().splitlines()
         table.add_row(name, arguments or "-", doc[0] if doc else "")
     table.add_row("residual", "[..layers..]", "x + layers(x); the layers must keep the shape.")
-    _console().print(table)
+    _console(args).print(table)
     return 0
 
 
@@ -197,22 +166,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     from torchport.pipeline import export_stage
 
     with _holding(Path(args.run_dir), "export"):
-        export_stage(Path(args.run_dir), console=_console())
+        export_stage(Path(args.run_dir), console=_console(args))
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def cmd_verify(args: argparse.Namespace) -> Outcome:
+    from torchport.cli_json import verify_document
     from torchport.pipeline import verify_stage
 
-    with _holding(Path(args.bundle).parent, "verify"):  # it writes its results into the manifest
-        return 0 if verify_stage(Path(args.bundle), console=_console()) else 1
+    bundle = Path(args.bundle)
+    with _holding(bundle.parent, "verify"):  # it writes its results into the manifest
+        passed = verify_stage(bundle, console=_console(args))
+        return Outcome(0 if passed else 1, verify_document(bundle, passed))
 
 
-def cmd_optimize(args: argparse.Namespace) -> int:
+def cmd_optimize(args: argparse.Namespace) -> Outcome:
+    from torchport.cli_json import optimize_document
+    from torchport.config import load_config
     from torchport.pipeline import optimize_stage
 
-    with _holding(Path(args.bundle).parent, "optimize"):
-        return 0 if optimize_stage(Path(args.bundle), console=_console()) else 1
+    bundle = Path(args.bundle)
+    with _holding(bundle.parent, "optimize"):
+        passed = optimize_stage(bundle, console=_console(args))
+        requested = bool(load_config(bundle.parent / "config.yaml").export.variants)  # there: optimize needs it
+        return Outcome(0 if passed else 1, optimize_document(bundle, passed, requested))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -221,17 +198,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def cmd_conformance(args: argparse.Namespace) -> int:
+def cmd_conformance(args: argparse.Namespace) -> Outcome:
+    from torchport.cli_json import conformance_document
     from torchport.runtimes.conformance import conformance_command
 
-    return conformance_command(Path(args.bundle), args.runtimes, Path(args.json) if args.json else None, args.server)
+    bundle, json_out = Path(args.bundle), Path(args.json_out) if args.json_out else None
+    code = conformance_command(bundle, args.runtimes, json_out, args.server)  # prints with print(): see main
+    return Outcome(code, conformance_document(bundle, passed=code == 0))
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def cmd_inspect(args: argparse.Namespace) -> Outcome:
     from torchport.bundle.inspect import print_bundle
+    from torchport.cli_json import inspect_document
 
-    print_bundle(Path(args.bundle), _console())
-    return 0
+    print_bundle(Path(args.bundle), _console(args, chatty=False))  # checks the checksums and the graph too
+    return Outcome(0, inspect_document(Path(args.bundle)))
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -243,11 +224,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace) -> Outcome:
     from torchport.bench.bundle import bench_stage
+    from torchport.cli_json import bench_document
     from torchport.report.html import refresh_report
 
-    run_dir, console = Path(args.bundle).parent, _console()
+    run_dir, console = Path(args.bundle).parent, _console(args)
     with _holding(run_dir, "bench"):
         bench_stage(
             Path(args.bundle),
@@ -257,12 +239,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             iterations=args.iterations,
             budget_s=args.budget,
             compile=not args.no_compile,
-            json_path=Path(args.json) if args.json else None,
+            json_path=Path(args.json_out) if args.json_out else None,
         )
         report = refresh_report(run_dir)  # a run's report shows its newest benchmark
         if report is not None:
             console.print(f"wrote {report}")
-    return 0
+        return Outcome(0, bench_document(Path(args.bundle), report))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -273,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
     with run_dir_lock(run_dir, "run"):  # across every stage; train() inside takes it again
-        ok = run_pipeline(config, run_dir, console=_console(), overwrite=args.overwrite)
+        ok = run_pipeline(config, run_dir, console=_console(args), overwrite=args.overwrite)
     return 0 if ok else 1
 
 
@@ -286,7 +268,26 @@ def _tell_the_agent() -> None:
             Path(mark).touch()
 
 
-VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+# A verb with --json (``json_output=True`` in cli_parser) returns an Outcome; the others their exit code.
+def cmd_package(args: argparse.Namespace) -> int:
+    from torchport.package import package_bundle
+
+    out = package_bundle(
+        Path(args.bundle),
+        args.to,
+        Path(args.out),
+        force=args.force,
+        variant=args.variant,
+        variant_as_version=args.variant_as_version,
+        max_batch_size=args.max_batch_size,
+        storage_uri=args.storage_uri,
+        image=args.image,
+    )
+    _console(args).print(f"packaged {args.bundle} for {args.to} in {out}; {out / 'README.md'} says how to deploy it")
+    return 0
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], int | Outcome]] = {
     "validate": cmd_validate,
     "train": cmd_train,
     "blocks": cmd_blocks,
@@ -300,36 +301,62 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "launch": cmd_launch,
     "run": cmd_run,
     "serve": cmd_serve,
+    "package": cmd_package,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # Overrides after an option (`cfg.yaml --resume a=1`) arrive as extras; anything else is a usage error.
-    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    """Run one command line; the exit code (a usage error raises SystemExit(2) after its line, as argparse does)."""
+    argv = upgrade_json_file(sys.argv[1:] if argv is None else list(argv))
     try:
-        return int(VERBS[args.verb](args))
+        args = parse(argv)
+    except UsageExit as refused:
+        if "--json" in argv:
+            emit(error_document(refused.message, EXIT_USAGE))
+        raise
+    # With --json, stdout is the document's alone; a train that becomes torchrun leaves it to the workers.
+    redirect = stdout_to_stderr() if args.json and not _hands_over(args) else contextlib.nullcontext()
+    code, document = _run(args, redirect)
+    if args.json and document is not None and _speaks_for_the_job():
+        emit(document)
+    return code
+
+
+def _run(args: argparse.Namespace, redirect: contextlib.AbstractContextManager[None]) -> tuple[int, Document | None]:
+    """Run the verb; map what it raised to an exit code and the document that says what went wrong."""
+    try:
+        with redirect:
+            outcome = VERBS[args.verb](args)
     except TorchportError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _print_error(args, f"error: {exc}")
         _tell_the_agent()
-        return exc.exit_code
+        return exc.exit_code, error_document(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 130, error_document("interrupted", 130)
     except Exception as exc:
-        if args.debug:
-            raise
-        print(
-            f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 3  # not 1: that says a check failed
+        line = f"internal error: {type(exc).__name__}: {first_line(exc)}"
+        _print_error(args, line if args.debug else f"{line} (rerun with --debug for the traceback)")
+        return EXIT_INTERNAL, error_document(line, EXIT_INTERNAL)  # not 1: that says a check failed
+    if isinstance(outcome, Outcome):
+        return outcome.code, outcome.document
+    return outcome, None
+
+
+def _print_error(args: argparse.Namespace, line: str) -> None:
+    """The one line on stderr; with --debug the traceback above it (the exit code stays what it would be)."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
+    print(line, file=sys.stderr, flush=True)
+
+
+def _speaks_for_the_job() -> bool:
+    """Under torchrun every rank runs this CLI; rank 0 alone prints a document, so stdout holds one."""
+    from torchport.train.launch import env_rank
+
+    return env_rank() == 0
 
 
 if __name__ == "__main__":
