@@ -23,19 +23,19 @@ LAYERS: list[tuple[str, ...]] = [
     ("torchport.registry",),
     ("torchport.config", "torchport.runlock"),
     ("torchport.bundle.manifest", "torchport.bundle.graph", "torchport.bundle.inspect"),
-    ("torchport.sessions", "torchport.plotting"),
+    ("torchport.sessions", "torchport.plotting", "torchport.tabular", "torchport.predict"),
     ("torchport.data",),
     ("torchport.models",),
     ("torchport.train",),
     ("torchport.export", "torchport.validate"),
     ("torchport.verify",),
     ("torchport.bundle.build",),
-    ("torchport.runtimes", "torchport.clients", "torchport.serve"),
+    ("torchport.runtimes", "torchport.clients", "torchport.serve", "torchport.serving"),
     ("torchport.runtimes.conformance",),
-    ("torchport.bench",),
+    ("torchport.bench", "torchport.package"),
     ("torchport.report",),
     ("torchport.pipeline",),
-    ("torchport.cli", "torchport.examples", "torchport"),
+    ("torchport.api", "torchport.cli", "torchport.examples", "torchport"),
 ]
 
 
