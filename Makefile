@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# The pinned torch first (PyPI's build, with CUDA libraries, ~3 GB; it runs on the CPU too): installed before the
 	# project, so no open range in its dependencies can pull another version.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,package]'
+	$(PY) -m pip install --quiet -e '.[dev,package,loggers]'
 	touch $(STAMP)
 
 venv: $(STAMP)
