@@ -207,3 +207,25 @@ def test_csv_rows_in_give_the_answer_of_trainings_own_encoding(houses_bundle: Pa
     # The golden inputs (validation samples as training encoded them) are CSV rows too.
     golden = bundle.read_tensor(bundle.manifest.golden.inputs[0])
     assert all((encoded == sample).all(axis=1).any() for sample in golden)
+
+
+def test_bundle_predict_takes_raw_rows_and_names_a_bad_column(houses_bundle: Path) -> None:
+    """`tp.Bundle.predict` on a DataFrame of raw CSV rows answers as ONNX Runtime on training's own encoding; a
+    category training never saw is one line naming the column."""
+    from torchport.predict import Bundle
+
+    bundle = Bundle.open(houses_bundle / "bundle")
+    rows = pd.read_csv(HOUSES).iloc[:9]
+    training = read_source(load_config(EXAMPLES / "tabular_csv.yaml").data).x[:9]
+    from_rows = bundle.predict(rows)
+    from_training = bundle.predict(training)
+    assert from_rows.keys() == from_training.keys()
+    for name, want in from_training.items():
+        np.testing.assert_array_equal(from_rows[name], want)
+    as_columns = bundle.predict({column: rows[column].tolist() for column in rows.columns})
+    for name, want in from_training.items():
+        np.testing.assert_array_equal(as_columns[name], want)
+
+    strange = rows.assign(neighbourhood="atlantis")
+    with pytest.raises(DataError, match=r"^column 'neighbourhood': value 'atlantis' was not seen in training"):
+        bundle.predict(strange)
