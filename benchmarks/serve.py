@@ -1,9 +1,13 @@
-"""`torchport serve` against the server a user writes by hand and against LitServe, side by side under one load.
+"""`torchport serve` against the server a user writes by hand and against LitServe, side by side under one load;
+and torchport's v2 over gRPC beside its REST.
 
-Three servers, each its own process, started one at a time on the same machine and hit by the same closed-loop
+Four servers, each its own process, started one at a time on the same machine and hit by the same closed-loop
 load from ``wrk`` (a C load generator; one sample per request, the v2 JSON body of ``serve_servers/post.lua``):
 
 - ``torchport``: ``python -m torchport.serve BUNDLE`` (validation, metrics, dynamic batching; no access log);
+- ``torchport-grpc``: the same server with ``--grpc-port``, loaded over gRPC (``ModelInfer``, the same image as raw
+  contents) by h2load, a C HTTP/2 load generator (``apt-get install -y nghttp2-client``), or without it by a
+  Python grpc.aio client (``serve_servers/grpc_cells.py``: one connection, ``concurrency`` calls in flight);
 - ``handwritten``: FastAPI + ONNX Runtime, one ``session.run`` per request, no batching
   (``serve_servers/handwritten.py``);
 - ``litserve``: LitServe serving the same ``model.onnx`` through ONNX Runtime with its own batching
@@ -16,13 +20,15 @@ options with ``--threads`` intra-op threads (default 1: two cores are shared by 
 batches of at most ``--max-batch-size`` samples waiting at most ``--max-batch-delay-ms`` (torchport and LitServe),
 uvicorn with the same event loop and HTTP parser for all three, and the same CPUs (``--taskset`` pins them all).
 
-It prints requests/s, p50 and p99 latency, non-2xx responses, socket errors, the server's CPU time per request, the
-ratio to the hand-written server, and whether torchport meets the two targets: >= 0.9x the hand-written server's
-requests/s at concurrency 1, and >= 4x on the wide MLP at concurrency 64.
+It prints requests/s, p50 and p99 latency, non-2xx responses (failed calls, for gRPC), socket errors, the server's
+CPU time per request, the ratio to the hand-written server, and whether torchport meets its targets: >= 0.9x the
+hand-written server's requests/s at concurrency 1, >= 4x on the wide MLP at concurrency 64, and gRPC >= REST at
+concurrency 1 and 64.
 
     apt-get install -y wrk && .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/serve.py --duration 10 --json runs/serve-bench/serve.json
     .venv/bin/python benchmarks/serve.py --duration 2 --concurrency 1,8 --models digits --servers torchport,handwritten
+    .venv/bin/python benchmarks/serve.py --models digits --servers torchport,torchport-grpc --concurrency 1,64
 """
 
 from __future__ import annotations
@@ -42,17 +48,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_servers import grpc_cells
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVERS_DIR = HERE / "serve_servers"
 LUA = SERVERS_DIR / "post.lua"
-SERVERS = ["torchport", "handwritten", "litserve"]
+SERVERS = ["torchport", "torchport-grpc", "handwritten", "litserve"]
+GRPC = "torchport-grpc"
 BASELINE = "handwritten"
 #: model -> (config, overrides): the digits CNN as shipped (fewer epochs), the wide MLP of serve_servers/
 MODELS: dict[str, tuple[Path, list[str]]] = {
@@ -61,6 +70,7 @@ MODELS: dict[str, tuple[Path, list[str]]] = {
 }
 TARGET_C1 = 0.9  # torchport / hand-written requests/s at concurrency 1, every model
 TARGET_WIDE_C64 = 4.0  # torchport / hand-written requests/s on the wide MLP at concurrency 64
+TARGET_GRPC = 1.0  # torchport over gRPC / over REST requests/s at concurrency 1 and 64, every model
 
 
 class BenchError(Exception):
@@ -155,8 +165,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(server: str, bundle: Path, port: int, args: argparse.Namespace) -> list[str]:
+def server_command(server: str, bundle: Path, port: int, args: argparse.Namespace, grpc_port: int = 0) -> list[str]:
     common = [str(bundle), "--port", str(port), "--threads", str(args.threads)]
+    if server == GRPC:
+        return [*server_command("torchport", bundle, port, args), "--grpc-port", str(grpc_port)]
     if server == "torchport":
         return [
             sys.executable,
@@ -294,14 +306,28 @@ def wrk(url: str, body_file: Path, concurrency: int, seconds: float, threads: in
     raise BenchError(f"wrk gave no result (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-300:]}")
 
 
+Load = Callable[[int, float], dict[str, Any]]  # (concurrency, seconds) -> the fields of wrk's WRK_RESULT line
+
+
 def measure(
-    server: Server, body_file: Path, model: str, concurrency: int, round_: int, args: argparse.Namespace
+    server: Server,
+    load: Load,
+    model: str,
+    concurrency: int,
+    round_: int,
+    args: argparse.Namespace,
+    failed: Callable[[], int] | None = None,
 ) -> Row:
+    """One cell; ``failed``, when given, is the server's own count of failed calls (for a load generator that
+    cannot see them: h2load reads HTTP statuses, and gRPC answers every call 200)."""
     if args.warmup > 0:
-        wrk(server.url, body_file, concurrency, args.warmup, args.wrk_threads)
+        load(concurrency, args.warmup)
+    failed_before = failed() if failed is not None else 0
     cpu_before = server.cpu_seconds()
-    result = wrk(server.url, body_file, concurrency, args.duration, args.wrk_threads)
+    result = load(concurrency, args.duration)
     cpu_after = server.cpu_seconds()
+    if failed is not None:
+        result["status"] = failed() - failed_before
     seconds = result["duration_us"] / 1e6
     requests = int(result["requests"])
     cpu = None
@@ -327,8 +353,11 @@ def measure(
 def check_answer(name: str, answer: bytes, expected: np.ndarray) -> None:
     """Every server must return the same logits as ONNX Runtime in-process for the benchmark's body."""
     outputs = {o["name"]: o for o in json.loads(answer)["outputs"]}
-    got = np.asarray(outputs["logits"]["data"], dtype=np.float32).reshape(expected.shape)
-    if not np.allclose(got, expected, atol=1e-4, rtol=1e-3):
+    check_logits(name, np.asarray(outputs["logits"]["data"], dtype=np.float32).reshape(expected.shape), expected)
+
+
+def check_logits(name: str, got: np.ndarray, expected: np.ndarray) -> None:
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-4, rtol=1e-3):
         raise BenchError(f"{name} answered logits {got.ravel()[:3]}..., expected {expected.ravel()[:3]}...")
 
 
@@ -367,10 +396,19 @@ def summarise(rows: list[Row]) -> list[Row]:
 
 
 def targets(summary: list[Row]) -> list[dict[str, Any]]:
-    ratio = {(r.model, r.concurrency): r.ratio for r in summary if r.server == "torchport"}
+    ratio: dict[tuple[str, int], float | None] = {
+        (r.model, r.concurrency): r.ratio for r in summary if r.server == "torchport"
+    }
     checks = [(f"{m} c=1: torchport >= {TARGET_C1}x hand-written", (m, 1), TARGET_C1) for m in MODELS]
     wide = f"wide_mlp c=64: torchport >= {TARGET_WIDE_C64:.0f}x hand-written"
     checks.append((wide, ("wide_mlp", 64), TARGET_WIDE_C64))
+    rest = {(r.model, r.concurrency): r.rps for r in summary if r.server == "torchport"}
+    for row in summary:
+        if row.server == GRPC and row.concurrency in (1, 64) and rest.get((row.model, row.concurrency)):
+            key = (f"{GRPC}:{row.model}", row.concurrency)
+            ratio[key] = round(row.rps / rest[(row.model, row.concurrency)], 2)
+            text = f"{row.model} c={row.concurrency}: gRPC >= {TARGET_GRPC:g}x REST (torchport-grpc / torchport)"
+            checks.append((text, key, TARGET_GRPC))
     results = []
     for text, key, goal in checks:
         got = ratio.get(key)
@@ -430,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=64, help="torchport and LitServe (default 64)")
     parser.add_argument("--max-batch-delay-ms", type=float, default=2.0, help="torchport and LitServe (2 ms)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--grpc-client",
+        choices=["auto", "h2load", "python"],
+        default="auto",
+        help="the gRPC cells' load generator (auto: h2load when installed, else the Python grpc.aio client)",
+    )
     parser.add_argument("--taskset", metavar="CPUS", help="pin every server to these CPUs (taskset -c CPUS)")
     parser.add_argument("--epochs", type=int, help="train the models for this many epochs (default: as configured)")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "serve-bench", help="bundles and logs")
@@ -443,6 +487,67 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def measure_server(
+    name: str,
+    model: str,
+    bundle: Path,
+    served_name: str,
+    expected: np.ndarray,
+    body_file: Path,
+    round_: int,
+    args: argparse.Namespace,
+) -> list[Row]:
+    """Start server ``name`` on ``bundle``, check its answer, measure every concurrency, stop it."""
+    port, grpc_port = free_port(), free_port() if name == GRPC else 0
+    url = f"http://127.0.0.1:{port}/v2/models/{served_name}/infer"
+    command = server_command(name, bundle, port, args, grpc_port)
+    if args.taskset:
+        command = ["taskset", "-c", args.taskset, *command]
+    server = Server(name, command, args.run_dir / f"{model}.{name}.log", url, body_file.read_bytes())
+    rows = []
+    try:
+        check_answer(name, server.wait_ready(), expected)
+        load: Load = lambda concurrency, seconds: wrk(url, body_file, concurrency, seconds, args.wrk_threads)  # noqa: E731
+        failed = None
+        if name == GRPC:
+            load, failed = grpc_load(port, grpc_port, served_name, body_file, expected, args)
+        for concurrency in args.concurrency:
+            row = measure(server, load, model, concurrency, round_, args, failed)
+            rows.append(row)
+            print(
+                f"round {round_} {model} c={concurrency} {name}: {row.rps:,.0f} req/s, "
+                f"p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, non-2xx {row.non_2xx}",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return rows
+
+
+def grpc_load(
+    port: int, grpc_port: int, served_name: str, body_file: Path, expected: np.ndarray, args: argparse.Namespace
+) -> tuple[Load, Callable[[], int] | None]:
+    """The gRPC cells' load (h2load or the Python client) on the same image, once the gRPC answer is checked; and,
+    for h2load, the server's count of failed gRPC calls (from /metrics; the calls h2load abandons as it stops,
+    CANCELLED, are not failures)."""
+    tensor = json.loads(body_file.read_text())["inputs"][0]
+    image = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+    input_name = tensor["name"]
+    request, framed = grpc_cells.write_request(served_name, input_name, image, body_file.with_suffix(".pb"))
+    check_logits(GRPC, grpc_cells.infer_logits(grpc_port, request), expected)
+    if args.grpc_client == "h2load":
+
+        def failed() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+                text = response.read().decode()
+            lines = [line for line in text.splitlines() if line.startswith("torchport_errors_total{")]
+            grpc = [line for line in lines if 'protocol="grpc"' in line and 'code="CANCELLED"' not in line]
+            return sum(int(float(line.rsplit(" ", 1)[1])) for line in grpc)
+
+        return (lambda concurrency, seconds: grpc_cells.h2load(grpc_port, framed, concurrency, seconds)), failed
+    return (lambda concurrency, seconds: grpc_cells.python_client(grpc_port, request, concurrency, seconds)), None
+
+
 def run(args: argparse.Namespace) -> int:
     unknown = [m for m in args.models if m not in MODELS] + [s for s in args.servers if s not in SERVERS]
     if unknown:
@@ -450,6 +555,10 @@ def run(args: argparse.Namespace) -> int:
     if args.taskset and shutil.which("taskset") is None:
         raise BenchError("--taskset needs taskset (util-linux)")
     check_prerequisites(args.servers)
+    try:
+        args.grpc_client = grpc_cells.client_name(args.grpc_client)
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from None
     args.run_dir.mkdir(parents=True, exist_ok=True)
     bundles = {model: build_bundle(model, args.run_dir, args.epochs) for model in args.models}
     load_before = os.getloadavg()
@@ -458,27 +567,9 @@ def run(args: argparse.Namespace) -> int:
         for model, bundle in bundles.items():
             body_file = args.run_dir / f"{model}.body.json"
             expected = reference_logits(bundle, request_body(bundle, body_file))
-            body = body_file.read_bytes()
             served_name = json.loads((bundle / "manifest.json").read_text())["name"]
             for name in args.servers:
-                port = free_port()
-                url = f"http://127.0.0.1:{port}/v2/models/{served_name}/infer"
-                command = server_command(name, bundle, port, args)
-                if args.taskset:
-                    command = ["taskset", "-c", args.taskset, *command]
-                server = Server(name, command, args.run_dir / f"{model}.{name}.log", url, body)
-                try:
-                    check_answer(name, server.wait_ready(), expected)
-                    for concurrency in args.concurrency:
-                        row = measure(server, body_file, model, concurrency, round_, args)
-                        rows.append(row)
-                        print(
-                            f"round {round_} {model} c={concurrency} {name}: {row.rps:,.0f} req/s, "
-                            f"p50 {row.p50_ms:.2f} ms, p99 {row.p99_ms:.2f} ms, non-2xx {row.non_2xx}",
-                            flush=True,
-                        )
-                finally:
-                    server.stop()
+                rows += measure_server(name, model, bundle, served_name, expected, body_file, round_, args)
     load_after = os.getloadavg()
     summary = summarise(rows)
     checks = targets(summary)
@@ -489,6 +580,11 @@ def run(args: argparse.Namespace) -> int:
         f"{args.max_batch_delay_ms} ms; wrk threads {args.wrk_threads}; {args.duration:g} s per cell after "
         f"{args.warmup:g} s of warm-up; {args.rounds} round(s)",
     ]
+    if GRPC in args.servers:
+        notes.append(
+            f"{GRPC}: the torchport server with --grpc-port, loaded by {args.grpc_client} over one HTTP/2 connection "
+            "with <conc> calls in flight (REST: wrk, <conc> connections); non-2xx there counts failed gRPC calls"
+        )
     print_table(summary, checks, notes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ the local ONNX Runtime reference answers and the digit batches the tests send.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -71,3 +72,14 @@ def running_server(
 
 def error_of(body: bytes) -> Any:
     return json.loads(body)["error"]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the Prometheus samples ``name`` whose labels include ``labels`` (0 when there is none): a test
+    names the labels it cares about, whatever others the series carry and in whatever order they are written."""
+    total = 0.0
+    for match in re.finditer(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", text, re.MULTILINE):
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            total += float(match.group(2))
+    return total

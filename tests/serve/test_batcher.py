@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from torchport.serve.batcher import Arrays, DynamicBatcher, InferenceFailed, Overloaded
+from torchport.serve.batcher import Arrays, DynamicBatcher, InferenceFailed, Overloaded, RecentPeak
 
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")
@@ -60,6 +60,47 @@ def test_each_request_gets_its_own_results_in_order() -> None:
     run(body)
     assert len(model.calls) < 12, "concurrent requests were never merged"
     assert sum(model.calls) == sum(1 + i % 3 for i in range(12))
+
+
+def test_a_batch_waits_for_the_callers_seen_lately_and_a_lone_caller_never_waits() -> None:
+    """gRPC calls cannot be seen arriving: a batch waits for as many requests as there were callers in flight
+    lately (three here), and a lone caller's request runs at once although the delay is a minute."""
+    model = Doubler()
+
+    async def body() -> None:
+        batcher = await started(DynamicBatcher("m", model, max_batch_delay_s=60.0))
+        for _ in range(3):
+            batcher.callers.enter()
+        first = asyncio.ensure_future(batcher.submit(samples(0, 1), 1))
+        await asyncio.sleep(0.05)  # the worker holds the first request for its batch-mates
+        assert not first.done() and model.calls == []
+        await asyncio.gather(first, batcher.submit(samples(1, 1), 1), batcher.submit(samples(2, 1), 1))
+        for _ in range(3):
+            batcher.callers.leave()
+        assert model.calls == [3]
+        await batcher.stop()
+
+        lone = await started(DynamicBatcher("m", model, max_batch_delay_s=60.0))
+        lone.callers.enter()
+        result = await asyncio.wait_for(lone.submit(samples(5, 1), 1), 30)
+        lone.callers.leave()
+        np.testing.assert_array_equal(result["y"], samples(5, 1)["x"] * 2)
+        await lone.stop()
+
+    run(body)
+
+
+def test_the_callers_to_expect_fall_back_to_those_in_flight_once_a_window_passes_without_calls() -> None:
+    peak = RecentPeak(window_s=0.01)
+    for _ in range(4):
+        peak.enter()
+    for _ in range(3):
+        peak.leave()
+    assert (peak.peak, peak.in_flight) == (4, 1)
+    time.sleep(0.05)
+    assert peak.expected == 1  # a REST-only client later on never waits for gRPC callers long gone
+    peak.enter()
+    assert peak.expected == peak.peak == 2
 
 
 def test_a_lone_request_waits_at_most_the_delay_and_only_while_others_are_arriving() -> None:

@@ -6,7 +6,6 @@ that fails in ONNX Runtime answered 500 with a JSON body, never 4xx. Each agains
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_helpers import http, running_server, server_process
+from serve_helpers import http, metric, running_server, server_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -75,13 +74,6 @@ def closed_within(sock: socket.socket, seconds: float) -> float | None:
         except ConnectionResetError:
             return time.monotonic() - start
     return None
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = rf"^{re.escape(name)}" + (rf"\{{{re.escape(selector)}\}}" if labels else "") + r" (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 # --- finding 3: overload is shed on arrival, before the body is read ------------------------------------------

@@ -4,7 +4,6 @@ INT8 variant served side by side — each against a real server process and chec
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import socket
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from rich.console import Console
-from serve_helpers import digits, http, ort_outputs, running_server, server_process
+from serve_helpers import digits, http, metric, ort_outputs, running_server, server_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -77,14 +76,6 @@ def port_is_closed(port: int) -> bool:
             return False
     except OSError:
         return True
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """One sample of the Prometheus text; 0 when the series does not exist yet."""
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = rf"^{re.escape(name)}" + (rf"\{{{re.escape(selector)}\}}" if labels else "") + r" (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 # --- graceful shutdown ----------------------------------------------------------------------------------------

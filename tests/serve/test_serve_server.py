@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_helpers import BODY_LIMIT, digits, error_of, http, ort_outputs, running_server
+from serve_helpers import BODY_LIMIT, digits, error_of, http, metric, ort_outputs, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -82,6 +82,10 @@ def test_concurrent_requests_are_batched_and_split_back(server: int, exported_di
     metrics = text.decode()
     for name in ("torchport_requests_total", "torchport_errors_total", "torchport_request_duration_seconds_bucket"):
         assert name in metrics
+    # per model and protocol: every one of the 48 requests named digits, the 6 bad ones too
+    assert metric(metrics, "torchport_requests_total", protocol="rest", endpoint="infer", model="digits:1") >= 48
+    assert metric(metrics, "torchport_errors_total", protocol="rest", code="400", model="digits:1") >= 6
+    assert metric(metrics, "torchport_request_duration_seconds_count", protocol="rest", model="digits:1") >= 48
     assert re.search(r'torchport_batch_size_count\{model="digits:1"\} \d', metrics)
     assert 'torchport_queue_depth{model="digits:1"}' in metrics
 

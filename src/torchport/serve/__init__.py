@@ -1,4 +1,5 @@
-"""``torchport serve``: any bundle as an Open Inference Protocol v2 (KServe/Triton REST) server.
+"""``torchport serve``: any bundle as an Open Inference Protocol v2 (KServe/Triton) server, over REST and, with
+``grpc_port``, over gRPC too, in one process and one event loop (:mod:`torchport.serve.grpc_server`).
 
 ``serve([bundle, ...], settings)`` loads every bundle's ONNX artifacts, then runs the ASGI app on uvicorn until
 SIGINT/SIGTERM; shutdown stops accepting connections, finishes in-flight requests, then drains the batchers. A
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from torchport.serve.settings import API_KEY_ENV, DEFAULTS, RETRY_AFTER_S, ServeSettings
@@ -23,7 +22,9 @@ from torchport.serve.settings import API_KEY_ENV, DEFAULTS, RETRY_AFTER_S, Serve
 if TYPE_CHECKING:
     import uvicorn
 
+    from torchport.serve.grpc_server import GrpcServer
     from torchport.serve.models import Repository
+    from torchport.serve.state import ServerState
 
 __all__ = ["serve"]  # the app lives in torchport.serve.app; imported lazily to keep the CLI fast
 
@@ -79,23 +80,12 @@ def _server(repository: Repository, settings: ServeSettings) -> uvicorn.Server:
 
     from torchport.serve.app import create_app
     from torchport.serve.connections import Limits, guarded_protocol
+    from torchport.serve.server import Server
 
     app = create_app(repository, settings)
     limits = Limits(settings.limit_concurrency, settings.header_timeout_s, settings.body_timeout_s, RETRY_AFTER_S)
     protocol = guarded_protocol(limits, on_refused=app.metrics.connections_refused.inc)
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises a SIGTERM it caught once its shutdown is over, so the process would die of the signal
-        (exit -15). SIGTERM is how a service manager or Kubernetes asks a server to stop, so it exits 0 instead,
-        after draining (or after ``graceful_timeout_s``, when requests still running are cut off); SIGINT still
-        ends in 130. Relies on uvicorn's private ``_captured_signals`` list; without it uvicorn's own behaviour
-        stands (tests/serve/test_serve_ops.py checks the exit code)."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list) and sig == signal.SIGTERM:
-                captured.remove(sig)
+    grpc = _grpc_server(app.state) if settings.grpc_port else None
 
     config = uvicorn.Config(
         app,
@@ -108,4 +98,12 @@ def _server(repository: Repository, settings: ServeSettings) -> uvicorn.Server:
         server_header=False,
         timeout_graceful_shutdown=max(1, round(settings.graceful_timeout_s)),
     )
-    return Server(config)
+    return Server(config, grpc)
+
+
+def _grpc_server(state: ServerState) -> GrpcServer:
+    from torchport.serve.grpc_server import GrpcServer
+
+    server = GrpcServer(state)
+    state.drains.append(server.wait_stopped)
+    return server

@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", default=DEFAULTS.host, help=f"interface to listen on (default {DEFAULTS.host})")
     add("--port", type=int, default=DEFAULTS.port, help=f"TCP port (default {DEFAULTS.port})")
     add(
+        "--grpc-port",
+        type=int,
+        default=DEFAULTS.grpc_port,
+        help="also serve v2 over gRPC (KServe/Triton grpc_predict_v2.proto) on this TCP port (default: off)",
+    )
+    add(
         "--max-batch-size",
         type=int,
         default=DEFAULTS.max_batch_size,
@@ -80,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue=args.max_queue,

@@ -44,6 +44,8 @@ log = logging.getLogger("torchport.serve")
 #: the infer route, /v2/models/{name}/infer and /v2/models/{name}/versions/{version}/infer, and any trailing
 #: slashes (redirected, as FastAPI redirects its own routes' paths)
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer(/*)")
+#: any model route: the model (and version) its metrics are labelled with
+MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?")
 _RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
 
 
@@ -51,7 +53,7 @@ def create_app(repository: Repository, settings: ServeSettings = DEFAULTS) -> AS
     """The app serving ``repository``: one dynamic batcher per model, started and drained with the app."""
     state = ServerState(repository, settings, Metrics())
     for model in repository.unique():
-        label = f"{model.name}:{model.version}"
+        label = model.label
         model.batcher = DynamicBatcher(
             label,
             model.run,
@@ -78,6 +80,8 @@ def _lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMan
             yield
         finally:
             state.ready = False
+            for drain in state.drains:
+                await drain()
             for batcher in batchers:
                 await batcher.stop()
 
@@ -123,9 +127,17 @@ class ASGIWrapper:
                 status, sent = await self._not_infer(scope, receive, send)
         finally:
             seconds = time.perf_counter() - start
-            self.metrics.observe(_endpoint(path), status, seconds)
+            model = self._model_label(path, match)
+            self.metrics.observe("rest", _endpoint(path), model, seconds, str(status) if status >= 400 else None)
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(scope, status, seconds, sent)
+
+    def _model_label(self, path: str, match: re.Match[str] | None) -> str:
+        if match is None:
+            match = MODEL_PATH.match(path)
+            if match is None:
+                return ""
+        return self.state.model_label(match[1], match[2])
 
     async def _infer(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None

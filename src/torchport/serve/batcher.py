@@ -3,8 +3,11 @@
 One asyncio worker per model takes the first queued request, then everything already queued (up to
 ``max_batch_size`` samples), and waits up to ``max_batch_delay`` for more only while other requests for the model
 are still being read and parsed — so a lone client never pays the delay, and a busy server fills its batches while
-the previous batch runs. Results are sliced back per request. Requests are validated before they are queued, and
-if a merged batch still fails, each of its requests is rerun alone, so one bad request never fails its batch-mates.
+the previous batch runs. gRPC reads a whole message before the server sees the call, so its calls are never seen
+arriving; instead :class:`RecentPeak` counts how many were in flight at once lately, and a batch smaller than that
+waits (up to the same delay) for the callers who are likely to come back: never for a lone client. Results are
+sliced back per request. Requests are validated before they are queued, and if a merged batch still fails, each of
+its requests is rerun alone, so one bad request never fails its batch-mates.
 
 Where a batch runs: in the model's own worker thread (ONNX Runtime releases the GIL, so the event loop parses the
 next requests meanwhile), unless recent calls of its size took under ``inline_below_s`` (0.5 ms) — then handing it
@@ -41,6 +44,33 @@ class InferenceFailed(Exception):
     fault is caught by validation, before the request is queued)."""
 
 
+class RecentPeak:
+    """The most calls in flight at once over the last ``window_s`` (then it starts again from those in flight):
+    how many callers a batch may expect, when their requests cannot be seen arriving."""
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self.in_flight = 0
+        self.peak = 0
+        self._since = 0.0
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        now = time.monotonic()
+        if now - self._since > self.window_s:
+            self.peak, self._since = self.in_flight, now
+        elif self.in_flight > self.peak:
+            self.peak = self.in_flight
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    @property
+    def expected(self) -> int:
+        """The callers to expect: the recent peak, or those in flight once no call came for a whole window."""
+        return self.peak if time.monotonic() - self._since <= self.window_s else self.in_flight
+
+
 @dataclass
 class _Item:
     inputs: Arrays
@@ -70,6 +100,7 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self.inline_below_s = inline_below_s
         self.arriving = 0  # requests for this model being read and parsed right now
+        self.callers = RecentPeak()  # calls whose arrival cannot be seen (gRPC), entered and left by their handler
         self._queued_samples = 0  # samples of the requests in the queue (not the carried one)
         self._queue: asyncio.Queue[_Item] | None = None
         self._carry: _Item | None = None
@@ -144,7 +175,7 @@ class DynamicBatcher:
                 item = self._take(self._queue.get_nowait())
             else:
                 remaining = deadline - loop.time()
-                if self.arriving <= 0 or remaining <= 0:
+                if (self.arriving <= 0 and len(items) >= self.callers.expected) or remaining <= 0:
                     break
                 try:
                     item = self._take(await asyncio.wait_for(self._queue.get(), remaining))

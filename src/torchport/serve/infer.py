@@ -18,7 +18,7 @@ from torchport.serve.body import read_body
 from torchport.serve.models import DEFAULT_VERSION, ServedModel
 from torchport.serve.protocol import HEADER_LENGTH, ProtocolError, encode_response, parse_infer_request
 from torchport.serve.reply import Reply
-from torchport.serve.state import ServerState
+from torchport.serve.state import Refusal, ServerState
 
 log = logging.getLogger("torchport.serve")
 
@@ -29,9 +29,9 @@ async def infer(
     """Answer one infer request whose body arrives as ``chunks``; every outcome is a Reply, never an exception
     (bar the client disconnecting or the request being cancelled, which the caller answers). Written as one
     coroutine on purpose: each extra coroutine on this path costs measurable time per request."""
-    admitted = _admit(state, headers, name, version)
-    if isinstance(admitted, Reply):
-        return admitted
+    admitted = admit(state, headers, name, version)
+    if isinstance(admitted, Refusal):
+        return Reply.error(admitted.status, admitted.message)
     model, batcher = admitted
     settings = state.settings
     batcher.arriving += 1  # while its body is read, the batcher waits for it to fill its batch
@@ -58,19 +58,20 @@ async def infer(
     return Reply(200, content, content_headers)
 
 
-def _admit(
+def admit(
     state: ServerState, headers: Headers, name: str, version: str | None
-) -> tuple[ServedModel, DynamicBatcher] | Reply:
-    """The model and its batcher, or the 401/404/503 that answers the request before its body is read."""
+) -> tuple[ServedModel, DynamicBatcher] | Refusal:
+    """The model and its batcher, or the 401/404/503 that answers the request before its body is read (REST and
+    gRPC alike)."""
     found = state.lookup(headers, name, version)
-    if isinstance(found, Reply):
+    if isinstance(found, Refusal):
         return found
     if not state.ready or found.batcher is None:
-        return Reply.error(503, "the server is not ready")
+        return Refusal(503, "the server is not ready")
     batcher = found.batcher
     waiting = batcher.backlog + batcher.arriving
     max_queue = state.settings.max_queue
     if waiting >= max_queue:  # shed on arrival: the body is never read
         message = f"model '{batcher.name}' has {waiting} requests queued beyond its next batch or arriving (the "
-        return Reply.error(503, message + f"queue holds {max_queue}); try again later")
+        return Refusal(503, message + f"queue holds {max_queue}); try again later")
     return found, batcher

@@ -1,4 +1,9 @@
-"""Prometheus metrics of one server, in their own registry (so several apps can live in one process)."""
+"""Prometheus metrics of one server, in their own registry (so several apps can live in one process).
+
+Requests, their latency and the error answers are labelled by ``protocol`` (``rest`` or ``grpc``) and ``model``:
+``name:version`` of the model the request named (as on the batch and queue series), empty for server-wide routes
+and for names the server does not serve, so a client cannot add series at will. Error ``code`` is the HTTP status
+over REST and the gRPC status name (``INVALID_ARGUMENT``, ``UNAVAILABLE``, ...) over gRPC."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+REQUEST_LABELS = ["protocol", "endpoint", "model"]
 
 
 class Queue(Protocol):
@@ -19,14 +25,19 @@ class Queue(Protocol):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("torchport_requests", "HTTP requests by endpoint", ["endpoint"], registry=self.registry)
+        self.requests = Counter(
+            "torchport_requests", "Requests by protocol, endpoint and model", REQUEST_LABELS, registry=self.registry
+        )
         self.errors = Counter(
-            "torchport_errors", "HTTP error responses by status code", ["code"], registry=self.registry
+            "torchport_errors",
+            "Error answers by protocol, code (HTTP status or gRPC status name) and model",
+            ["protocol", "code", "model"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "torchport_request_duration_seconds",
-            "Request latency by endpoint",
-            ["endpoint"],
+            "Request latency by protocol, endpoint and model",
+            REQUEST_LABELS,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -51,19 +62,24 @@ class Metrics:
         self.queue_depth = Gauge(
             "torchport_queue_depth", "Requests waiting for the batcher by model", ["model"], registry=self.registry
         )
-        self._series: dict[tuple[Any, str], Any] = {}  # labelled children, looked up once (labels() takes a lock)
+        # labelled children, looked up once (labels() takes a lock): (requests, latency) and errors by labels
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._errors: dict[tuple[str, str, str], Any] = {}
 
-    def _child(self, metric: Any, label: str) -> Any:
-        child = self._series.get((metric, label))
-        if child is None:
-            child = self._series[(metric, label)] = metric.labels(label)
-        return child
-
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self._child(self.requests, endpoint).inc()
-        if status >= 400:
-            self._child(self.errors, str(status)).inc()
-        self._child(self.latency, endpoint).observe(seconds)
+    def observe(self, protocol: str, endpoint: str, model: str, seconds: float, error: str | None = None) -> None:
+        """Count one answered request; ``error`` is its code when it failed (HTTP status, or gRPC status name)."""
+        key = (protocol, endpoint, model)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (self.requests.labels(*key), self.latency.labels(*key))
+        series[0].inc()
+        series[1].observe(seconds)
+        if error is not None:
+            error_key = (protocol, error, model)
+            errors = self._errors.get(error_key)
+            if errors is None:
+                errors = self._errors[error_key] = self.errors.labels(*error_key)
+            errors.inc()
 
     def track_queue(self, model: str, queue: Queue) -> None:
         """The model's queue depth, read when /metrics is scraped (nothing to update per request)."""

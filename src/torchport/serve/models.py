@@ -48,6 +48,11 @@ class ServedModel:
     batcher: DynamicBatcher | None = None
 
     @property
+    def label(self) -> str:
+        """``name:version`` of the artifact: the ``model`` label of its metrics, and its batcher's name."""
+        return f"{self.name}:{self.version}"
+
+    @property
     def mergeable(self) -> bool:
         return all(spec.shape[:1] == ["batch"] for spec in [*self.inputs, *self.outputs])
 

@@ -4,7 +4,9 @@ Pure functions over bytes and NumPy arrays, no web framework: the JSON tensor fo
 row-major) and Triton's ``binary_tensor_data`` extension (a JSON header of ``Inference-Header-Content-Length``
 bytes followed by the raw little-endian tensors, in input order, each sized by ``parameters.binary_data_size``).
 Every rejection is a :class:`ProtocolError` with the HTTP status and a message that names the tensor. The
-structure read and written is the one :mod:`torchport.serve.schema` describes.
+structure read and written is the one :mod:`torchport.serve.schema` describes. The per-tensor checks
+(:func:`input_spec`, :func:`check_tensor`, :func:`array_from_values`, :func:`array_from_bytes`, ...) are public:
+the gRPC codec (:mod:`torchport.serve.grpc_codec`) runs the same ones, so both protocols refuse alike.
 """
 
 from __future__ import annotations
@@ -121,21 +123,23 @@ def _check_shape(name: str, shape: Any, spec: TensorSpec) -> list[int]:
     return shape
 
 
-def _from_json(name: str, data: Any, shape: list[int], datatype: str) -> np.ndarray:
-    if not isinstance(data, list):
-        raise ProtocolError(f"input '{name}': 'data' must be a JSON array of numbers")
+def array_from_values(name: str, data: Any, shape: list[int], datatype: str, field: str = "'data'") -> np.ndarray:
+    """The tensor from its values: a JSON array (flat or nested) or, over gRPC, a typed contents field as an array;
+    ``field`` names where they came from in the messages."""
+    if not isinstance(data, list | np.ndarray):
+        raise ProtocolError(f"input '{name}': {field} must be a JSON array of numbers")
     try:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError, RecursionError):
-        raise ProtocolError(f"input '{name}': 'data' is not a regular array of numbers") from None
+        raise ProtocolError(f"input '{name}': {field} is not a regular array of numbers") from None
     count = math.prod(shape)
     is_float = datatype.startswith("FP")
     allowed = "iuf" if is_float else "iu"
     if array.size and array.dtype.kind not in allowed:
         kind = "numbers" if is_float else "integers"
-        raise ProtocolError(f"input '{name}': 'data' must hold only {kind} for datatype {datatype}")
+        raise ProtocolError(f"input '{name}': {field} must hold only {kind} for datatype {datatype}")
     if array.size != count:
-        raise ProtocolError(f"input '{name}': 'data' holds {array.size} values, shape {shape} needs {count}")
+        raise ProtocolError(f"input '{name}': {field} holds {array.size} values, shape {shape} needs {count}")
     target = NUMPY[datatype]
     if not is_float:
         info = np.iinfo(target)
@@ -145,13 +149,14 @@ def _from_json(name: str, data: Any, shape: list[int], datatype: str) -> np.ndar
         return array.astype(target).reshape(shape)
 
 
-def _from_binary(name: str, chunk: memoryview, shape: list[int], datatype: str) -> np.ndarray:
+def array_from_bytes(
+    name: str, chunk: memoryview | bytes, shape: list[int], datatype: str, field: str = "binary data"
+) -> np.ndarray:
+    """The tensor from its raw little-endian bytes (the binary extension, or gRPC's raw_input_contents)."""
     dtype = NUMPY[datatype]
     need = math.prod(shape) * dtype.itemsize
     if len(chunk) != need:
-        raise ProtocolError(
-            f"input '{name}': binary data holds {len(chunk)} bytes, shape {shape} {datatype} needs {need}"
-        )
+        raise ProtocolError(f"input '{name}': {field} holds {len(chunk)} bytes, shape {shape} {datatype} needs {need}")
     array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
     if array.ctypes.data % dtype.alignment:
         array = array.copy()
@@ -178,8 +183,8 @@ def parse_infer_request(
     arrays = _read_inputs(raw_inputs, binary, inputs)
     return ParsedRequest(
         inputs=arrays,
-        batch=_batch_size(arrays, inputs),
-        outputs=_requested_outputs(header, parameters, outputs),
+        batch=batch_size(arrays, inputs),
+        outputs=_rest_outputs(header, parameters, outputs),
         id=request_id,
         parameters=parameters,
     )
@@ -195,9 +200,7 @@ def _read_inputs(raw_inputs: list[Any], binary: memoryview, inputs: list[TensorS
         arrays[spec.name], offset = _read_input(item, spec, binary, offset)
     if offset != len(binary):
         raise ProtocolError(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
-    missing = [name for name in specs if name not in arrays]
-    if missing:
-        raise ProtocolError(f"missing input(s) {missing}; the model needs {list(specs)}")
+    missing_inputs(specs, arrays)
     return arrays
 
 
@@ -207,6 +210,11 @@ def _input_spec(index: int, item: Any, specs: dict[str, TensorSpec], seen: dict[
     name = item.get("name")
     if not isinstance(name, str):
         raise ProtocolError(f"inputs[{index}]: 'name' must be a string")
+    return input_spec(name, specs, seen)
+
+
+def input_spec(name: str, specs: dict[str, TensorSpec], seen: dict[str, np.ndarray]) -> TensorSpec:
+    """The spec of the input ``name``, refused when the model has no such input or it came already."""
     spec = specs.get(name)
     if spec is None:
         raise ProtocolError(f"unknown input '{name[:80]}'; the model's inputs are {sorted(specs)}")
@@ -218,11 +226,8 @@ def _input_spec(index: int, item: Any, specs: dict[str, TensorSpec], seen: dict[
 def _read_input(item: dict[str, Any], spec: TensorSpec, binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
     """One input's array, and the offset of the next binary tensor."""
     name = spec.name
-    datatype = item.get("datatype")
     expected_type = DATATYPES[spec.dtype]
-    if datatype != expected_type:
-        raise ProtocolError(f"input '{name}': datatype {str(datatype)[:20]} does not match the model's {expected_type}")
-    shape = _check_shape(name, item.get("shape"), spec)
+    shape = check_tensor(spec, item.get("datatype"), item.get("shape"))
     item_parameters = item.get("parameters", {})
     if not isinstance(item_parameters, dict):
         raise ProtocolError(f"input '{name}': 'parameters' must be a JSON object")
@@ -237,31 +242,55 @@ def _read_input(item: dict[str, Any], spec: TensorSpec, binary: memoryview, offs
                 f"input '{name}': binary_data_size {size} runs past the end of the body "
                 f"({len(binary) - offset} bytes left); the binary data is truncated"
             )
-        array = _from_binary(name, binary[offset : offset + size], shape, expected_type)
+        array = array_from_bytes(name, binary[offset : offset + size], shape, expected_type)
         offset += size
     elif "data" in item:
-        array = _from_json(name, item["data"], shape, expected_type)
+        array = array_from_values(name, item["data"], shape, expected_type)
     else:
         raise ProtocolError(f"input '{name}': neither 'data' nor parameters.binary_data_size is given")
-    if expected_type.startswith("FP") and not np.isfinite(array).all():
-        raise ProtocolError(f"input '{name}': contains NaN or Inf (or a value out of {expected_type} range)")
+    check_finite(name, array, expected_type)
     return array, offset
 
 
-def _batch_size(arrays: dict[str, np.ndarray], inputs: list[TensorSpec]) -> int:
+def check_tensor(spec: TensorSpec, datatype: Any, shape: Any) -> list[int]:
+    """The input's shape, once its datatype and shape are the model's (whatever carries its values)."""
+    expected_type = DATATYPES[spec.dtype]
+    if datatype != expected_type:
+        message = f"datatype {str(datatype)[:20]} does not match the model's {expected_type}"
+        raise ProtocolError(f"input '{spec.name}': {message}")
+    return _check_shape(spec.name, shape, spec)
+
+
+def check_finite(name: str, array: np.ndarray, datatype: str) -> None:
+    if datatype.startswith("FP") and not np.isfinite(array).all():
+        raise ProtocolError(f"input '{name}': contains NaN or Inf (or a value out of {datatype} range)")
+
+
+def missing_inputs(specs: dict[str, TensorSpec], arrays: dict[str, np.ndarray]) -> None:
+    missing = [name for name in specs if name not in arrays]
+    if missing:
+        raise ProtocolError(f"missing input(s) {missing}; the model needs {list(specs)}")
+
+
+def batch_size(arrays: dict[str, np.ndarray], inputs: list[TensorSpec]) -> int:
     batches = {int(arrays[spec.name].shape[0]) for spec in inputs if spec.shape[:1] == ["batch"]}
     if len(batches) > 1:
         raise ProtocolError(f"the inputs disagree on the batch size: {sorted(batches)}")
     return batches.pop() if batches else 1
 
 
-def _requested_outputs(
+def _rest_outputs(
     header: dict[str, Any], parameters: dict[str, Any], outputs: list[TensorSpec]
 ) -> list[tuple[str, bool]]:
     default_binary = parameters.get("binary_data_output", False)
     if not isinstance(default_binary, bool):
         raise ProtocolError("parameters.binary_data_output must be true or false")
-    requested = header.get("outputs")
+    return requested_outputs(header.get("outputs"), default_binary, outputs)
+
+
+def requested_outputs(requested: Any, default_binary: bool, outputs: list[TensorSpec]) -> list[tuple[str, bool]]:
+    """(output name, as binary) in response order: every output when none is requested, else the requested ones,
+    each an object ``{"name": ..., "parameters": {...}}``."""
     if requested is None:
         return [(spec.name, default_binary) for spec in outputs]
     if not isinstance(requested, list):
@@ -296,13 +325,10 @@ def encode_response(
     outputs: list[TensorSpec],
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers; binary outputs follow the JSON header as raw little-endian bytes."""
-    datatypes = {spec.name: DATATYPES[spec.dtype] for spec in outputs}
     entries: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     finite = True  # every output written as JSON numbers is finite
-    for name, binary in request.outputs:
-        datatype = datatypes[name]
-        array = np.ascontiguousarray(results[name], dtype=NUMPY[datatype])
+    for name, datatype, array, binary in output_arrays(request, results, outputs):
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             blob = array.tobytes()
@@ -321,6 +347,18 @@ def encode_response(
         return header, {"content-type": "application/json"}
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
     return b"".join([header, *blobs]), headers
+
+
+def output_arrays(
+    request: ParsedRequest, results: dict[str, np.ndarray], outputs: list[TensorSpec]
+) -> list[tuple[str, str, np.ndarray, bool]]:
+    """(name, v2 datatype, C-contiguous array in that datatype, as binary) of each requested output, in order."""
+    datatypes = {spec.name: DATATYPES[spec.dtype] for spec in outputs}
+    arrays: list[tuple[str, str, np.ndarray, bool]] = []
+    for name, binary in request.outputs:
+        datatype = datatypes[name]
+        arrays.append((name, datatype, np.ascontiguousarray(results[name], dtype=NUMPY[datatype]), binary))
+    return arrays
 
 
 def _dumps(document: dict[str, Any], finite: bool) -> bytes:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from torchport.serve.openapi import MODEL_PREFIXES, ServeApp, error_responses, server_version
 from torchport.serve.reply import RETRY_HEADERS, Reply, unexpected_error
 from torchport.serve.schema import EXTENSIONS, Live, ModelMetadata, Ready, ServerMetadata
-from torchport.serve.state import UNAUTHORIZED, ServerState
+from torchport.serve.state import UNAUTHORIZED, Refusal, ServerState
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 NOT_READY = "the server is not ready"
@@ -89,14 +89,14 @@ def _add_server_routes(app: FastAPI, state: ServerState) -> None:
 def _add_model_routes(app: FastAPI, state: ServerState) -> None:
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         found = state.lookup(request.headers, name, version)
-        if isinstance(found, Reply):
-            return found.response()
+        if isinstance(found, Refusal):
+            return error(found.status, found.message)
         return json_reply(state.repository.metadata(name, found))
 
     async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
         found = state.lookup(request.headers, name, version)
-        if isinstance(found, Reply):
-            return found.response()
+        if isinstance(found, Refusal):
+            return error(found.status, found.message)
         if not state.ready:
             return json_reply(Ready(name=name, ready=False, error=NOT_READY), 503, RETRY_HEADERS)
         return json_reply(Ready(name=name, ready=True))

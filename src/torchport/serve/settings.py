@@ -20,6 +20,7 @@ API_KEY_ENV = "TORCHPORT_API_KEY"
 class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # the v2 gRPC service's port too; None or 0: REST only
     max_batch_size: int = 64  # samples per merged ONNX Runtime call
     max_batch_delay_ms: float = 2.0  # longest wait for batch-mates
     max_queue: int = 1024  # requests per model waiting beyond its next batch (or being read) before 503
@@ -45,6 +46,10 @@ class ServeSettings:
         for option, seconds in [("--header-timeout", self.header_timeout_s), ("--body-timeout", self.body_timeout_s)]:
             if seconds <= 0:
                 raise UsageError(f"{option} must be a positive number of seconds (got {seconds})")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise UsageError(f"--grpc-port must be a TCP port, 1 to 65535, or 0 for none (got {self.grpc_port})")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise UsageError(f"--grpc-port must differ from --port (both are {self.port})")
 
 
 DEFAULTS = ServeSettings()
