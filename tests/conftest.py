@@ -37,6 +37,19 @@ def exported_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def exported_houses(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/tabular_csv.yaml (a CSV with a categorical column) trained for 3 epochs and exported to ONNX."""
+    from torchport.pipeline import export_stage
+    from torchport.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp("houses") / "run"
+    config = load_config(EXAMPLES / "tabular_csv.yaml", ["train.epochs=3", "export.aoti=false"])
+    train(config, run_dir, console=quiet_console())
+    export_stage(run_dir, quiet_console())
+    return run_dir
+
+
 @pytest.fixture
 def digits_run(exported_digits: Path, tmp_path: Path) -> Path:
     """A private copy of the exported run, free to tamper with."""

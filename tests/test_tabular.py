@@ -161,19 +161,9 @@ def test_training_names_the_config_key_and_file_for_a_bad_value(tmp_path: Path) 
 # --- a trained bundle: CSV rows in give training's own answer ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def houses_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/tabular_csv.yaml trained for 3 epochs and exported to ONNX (no .pt2)."""
-    from rich.console import Console
-
-    from torchport.pipeline import export_stage
-    from torchport.train.loop import train
-
-    run_dir = tmp_path_factory.mktemp("houses") / "run"
-    config = load_config(EXAMPLES / "tabular_csv.yaml", ["train.epochs=3", "export.aoti=false"])
-    train(config, run_dir, console=Console(quiet=True))
-    export_stage(run_dir, Console(quiet=True))
-    return run_dir
+@pytest.fixture
+def houses_bundle(exported_houses: Path) -> Path:
+    return exported_houses
 
 
 def test_the_checkpoint_and_manifest_carry_the_encoding(houses_bundle: Path) -> None:

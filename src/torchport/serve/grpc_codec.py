@@ -9,11 +9,14 @@ input, in order) or in each input's typed ``contents`` field.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from torchport.bundle.manifest import TensorSpec
+from torchport.bundle.manifest import TableColumn, TensorSpec
+from torchport.errors import DataError
+from torchport.serve import rows
 from torchport.serve.protocol import (
     NUMPY,
     ParsedRequest,
@@ -29,9 +32,19 @@ from torchport.serve.protocol import (
     requested_outputs,
 )
 from torchport.serve.schema import ModelMetadata
+from torchport.tabular import encode_rows
 
 #: v2 datatype -> the InferTensorContents field its values travel in (FP16 has none: it travels raw)
 TYPED_FIELDS = {"FP32": "fp32_contents", "INT64": "int64_contents", "INT32": "int_contents", "UINT8": "uint_contents"}
+#: raw column datatype -> the InferTensorContents field its values travel in
+COLUMN_FIELDS = {
+    "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 #: every field of InferTensorContents, to name one given for the wrong datatype
 CONTENT_FIELDS = (
     "bool_contents",
@@ -45,7 +58,9 @@ CONTENT_FIELDS = (
 )
 
 
-def parse_grpc_request(request: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> ParsedRequest:
+def parse_grpc_request(
+    request: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], columns: Sequence[TableColumn] = ()
+) -> ParsedRequest:
     """Validate a ``ModelInferRequest`` against the model's tensor specs; ProtocolError on the first fault."""
     tensors = request.inputs
     if not tensors:
@@ -56,6 +71,38 @@ def parse_grpc_request(request: Any, inputs: list[TensorSpec], outputs: list[Ten
             f"raw_input_contents holds {len(raw)} tensors but 'inputs' lists {len(tensors)}; give one per input, "
             "in the order of 'inputs'"
         )
+    if rows.takes_rows(tensors, inputs, columns):
+        arrays = _column_arrays(tensors, raw, inputs[0], columns)
+    else:
+        arrays = _graph_arrays(tensors, raw, inputs)
+    requested = [{"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs]
+    return ParsedRequest(
+        inputs=arrays,
+        batch=batch_size(arrays, inputs),
+        outputs=requested_outputs(requested or None, True, outputs),
+        id=request.id or None,
+    )
+
+
+def _column_arrays(tensors: Any, raw: Any, graph: TensorSpec, columns: Sequence[TableColumn]) -> dict[str, np.ndarray]:
+    """Raw table columns (see serve/rows.py), encoded into the graph input as training encoded its rows."""
+    values: dict[str, np.ndarray] = {}
+    try:
+        for index, tensor in enumerate(tensors):
+            name, datatype = tensor.name, tensor.datatype
+            _, count = rows.check_column(name, datatype, list(tensor.shape), columns, values)
+            if raw:
+                values[name] = rows.values_from_bytes(name, raw[index], datatype, count)
+            else:
+                contents = getattr(tensor.contents, COLUMN_FIELDS[datatype])
+                values[name] = rows.values_from_list(name, list(contents), datatype, count)
+        return {graph.name: encode_rows(values, columns)}
+    except DataError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _graph_arrays(tensors: Any, raw: Any, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """The graph inputs, each checked against its spec."""
     specs = {spec.name: spec for spec in inputs}
     arrays: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(tensors):
@@ -73,13 +120,7 @@ def parse_grpc_request(request: Any, inputs: list[TensorSpec], outputs: list[Ten
         check_finite(spec.name, array, datatype)
         arrays[spec.name] = array
     missing_inputs(specs, arrays)
-    requested = [{"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs]
-    return ParsedRequest(
-        inputs=arrays,
-        batch=batch_size(arrays, inputs),
-        outputs=requested_outputs(requested or None, True, outputs),
-        id=request.id or None,
-    )
+    return arrays
 
 
 def _typed_array(tensor: Any, name: str, shape: list[int], datatype: str) -> np.ndarray:

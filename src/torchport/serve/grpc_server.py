@@ -143,7 +143,7 @@ class InferenceService:
         model, batcher = admitted
         batcher.callers.enter()  # a batch waits for the callers it saw lately: their calls cannot be seen coming
         try:
-            parsed = parse_grpc_request(request, model.inputs, model.outputs)
+            parsed = parse_grpc_request(request, model.inputs, model.outputs, model.columns)
             results = await batcher.submit(parsed.inputs, parsed.batch)
         except ProtocolError as exc:
             raise Refused(Refusal(exc.status, exc.message)) from None

@@ -38,7 +38,7 @@ async def infer(
     try:
         async with asyncio.timeout(settings.body_timeout_s):
             body = await read_body(headers, chunks, settings.max_body_bytes)
-        parsed = parse_infer_request(body, headers.get(HEADER_LENGTH), model.inputs, model.outputs)
+        parsed = parse_infer_request(body, headers.get(HEADER_LENGTH), model.inputs, model.outputs, model.columns)
     except ProtocolError as exc:
         return Reply.error(exc.status, exc.message)
     except TimeoutError:

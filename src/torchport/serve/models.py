@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from torchport.bundle.graph import check_graph
-from torchport.bundle.manifest import TensorSpec, read_bundle
+from torchport.bundle.manifest import TableColumn, TensorSpec, read_bundle
 from torchport.errors import BundleError, UsageError
 from torchport.serve.batcher import Arrays, DynamicBatcher
 from torchport.serve.protocol import tensor_metadata
+from torchport.serve.rows import metadata_parameters
 from torchport.serve.schema import ModelMetadata
 from torchport.sessions import onnxruntime_session
 
@@ -46,6 +47,7 @@ class ServedModel:
     outputs: list[TensorSpec]
     run: Callable[[Arrays], Arrays]
     batcher: DynamicBatcher | None = None
+    columns: list[TableColumn] = field(default_factory=list)  # raw table columns a request may give instead
 
     @property
     def label(self) -> str:
@@ -117,6 +119,7 @@ class Repository:
             platform="onnxruntime_onnx",
             inputs=[tensor_metadata(spec) for spec in model.inputs],
             outputs=[tensor_metadata(spec) for spec in model.outputs],
+            parameters=metadata_parameters(model.columns) if model.columns else None,
         )
 
 
@@ -143,6 +146,7 @@ def load_repository(bundles: list[Path], threads: int | None = None, variants: b
                 inputs=manifest.inputs,
                 outputs=manifest.outputs,
                 run=_runner(session, manifest.outputs),
+                columns=manifest.preprocessing.columns,
             )
             _warm(model)
             repository.add(model, manifest.name, version)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from torchport.bundle.manifest import DTYPES, TensorSpec
+from torchport.bundle.manifest import DTYPES, TableColumn, TensorSpec
+from torchport.errors import DataError
+from torchport.serve import rows
 from torchport.serve.schema import Datatype, TensorMetadata
 
 #: manifest dtype -> v2 datatype
@@ -164,7 +167,11 @@ def array_from_bytes(
 
 
 def parse_infer_request(
-    body: bytes, header_length: str | None, inputs: list[TensorSpec], outputs: list[TensorSpec]
+    body: bytes,
+    header_length: str | None,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    columns: Sequence[TableColumn] = (),
 ) -> ParsedRequest:
     """Parse and validate one ``/infer`` body against the model's tensor specs; ProtocolError on any fault.
 
@@ -180,7 +187,13 @@ def parse_infer_request(
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("'inputs' must be a non-empty list of tensors")
-    arrays = _read_inputs(raw_inputs, binary, inputs)
+    if rows.takes_rows(raw_inputs, inputs, columns):  # raw table columns instead of the graph input
+        try:
+            arrays = rows.read_rest_columns(raw_inputs, binary, inputs[0], columns)
+        except DataError as exc:
+            raise ProtocolError(str(exc)) from None
+    else:
+        arrays = _read_inputs(raw_inputs, binary, inputs)
     return ParsedRequest(
         inputs=arrays,
         batch=batch_size(arrays, inputs),

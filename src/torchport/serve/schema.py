@@ -124,6 +124,9 @@ class ModelMetadata(_Response):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="tabular models: raw_columns, the table columns a request may give instead of inputs"
+    )
 
 
 class ServerMetadata(_Response):
