@@ -46,6 +46,7 @@ EXPECTATIONS = {
     "iris_mlp": Expectation(min_accuracy=0.9),
     "wine_mlp": Expectation(min_accuracy=0.9),
     "tabular_csv": Expectation(max_rmse=30.0),  # prices of 100-600 (thousands) with noise of sd 15
+    "images_resnet": Expectation(min_accuracy=0.9),  # resnet18 from scratch, 8 short epochs, 240 drawn shapes
 }
 
 
@@ -104,6 +105,22 @@ def test_houses_csv_is_what_its_script_writes() -> None:
     assert lines[0] == ",".join(rows[0])
     assert lines[1:] == [",".join(str(value) for value in row.values()) for row in rows]
     assert len(rows) <= 300 and csv_path.stat().st_size < 30_000
+
+
+def test_shapes_folder_is_what_its_script_draws() -> None:
+    import numpy as np
+    from PIL import Image
+
+    script = runpy.run_path(str(EXAMPLES / "data" / "make_shapes.py"))
+    root = EXAMPLES / "data" / "shapes"
+    drawn = script["make_images"]()
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(drawn)
+    for shape, images in drawn.items():
+        files = sorted((root / shape).glob("*.png"))
+        assert len(files) == len(images)
+        for path, image in zip(files, images, strict=True):
+            with Image.open(path) as stored:
+                assert np.array_equal(np.asarray(stored.convert("RGB")), np.asarray(image)), path
 
 
 # --- the whole pipeline per example --------------------------------------------------------------------------

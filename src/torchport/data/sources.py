@@ -8,6 +8,8 @@ pandas, Pillow and scikit-learn are imported inside the readers so importing tor
 
 from __future__ import annotations
 
+import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from torchport.tabular import ColumnEncoding, encode_rows, feature_names, learn_
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger("torchport.data")
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -37,6 +41,7 @@ class RawData:
     x_key: str  # the config key to blame for bad features
     y_key: str  # the config key to blame for bad targets
     columns: tuple[ColumnEncoding, ...] = ()  # tables: how each raw column became features; () for the others
+    skipped: tuple[str, ...] = ()  # image folders with data.skip_corrupt: the files that could not be decoded
 
 
 def read_source(cfg: DataConfig) -> RawData:
@@ -296,10 +301,39 @@ def read_image_folder(cfg: DataConfig) -> RawData:
     if cfg.image_size is not None and min(cfg.image_size) < 1:
         raise DataError(f"data.image_size: must be two positive integers (height, width), got {cfg.image_size}")
     mode = "L" if cfg.color_mode == "grayscale" else "RGB"
-    images = [_read_image(path, mode, cfg.image_size) for path in files]
-    _check_same_size(images, files)
+    # Read through getattr: DataConfig gains `skip_corrupt` in config.py (default False).
+    skip = bool(getattr(cfg, "skip_corrupt", False))
+    images, kept, skipped = _read_images(files, mode, cfg.image_size, skip)
+    if not images:
+        raise DataError(f"data.path: none of the {len(files)} images in {root} could be decoded")
+    _check_same_size(images, [files[i] for i in kept])
     x = np.stack(images)  # (N, C, H, W), raw values 0..255
-    return RawData(x, np.asarray(labels, dtype=object), [], f"image_folder:{root}", "data.path", "data.path")
+    y = np.asarray([labels[i] for i in kept], dtype=object)
+    if skipped:
+        log.warning(
+            "data.skip_corrupt: skipped %d undecodable image(s) in %s, first %s", len(skipped), root, skipped[0]
+        )
+    source = f"image_folder:{root}"
+    return RawData(x, y, [], source, "data.path", "data.path", skipped=tuple(skipped))
+
+
+def _read_images(
+    files: list[Path], mode: str, size: tuple[int, int] | None, skip: bool
+) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """Decoded images, the indices of ``files`` they came from, and the files skipped as undecodable."""
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[str] = []
+    for index, path in enumerate(files):
+        try:
+            images.append(_read_image(path, mode, size))
+        except DataError:
+            if not skip:
+                raise
+            skipped.append(str(path))
+            continue
+        kept.append(index)
+    return images, kept, skipped
 
 
 def _image_files(root: Path) -> tuple[list[Path], list[str]]:
@@ -331,8 +365,12 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
         if size is not None:
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL takes (W, H)
         pixels = np.asarray(image, dtype=np.float32)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"data.path: cannot decode image {path}: {first_line(exc, type(exc).__name__)}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        # PIL reports broken files as any of these (SyntaxError: "broken PNG file"; OSError: truncated data).
+        raise DataError(
+            f"data.path: cannot decode image {path}: {first_line(exc, type(exc).__name__)}; "
+            "fix or remove it, or set data.skip_corrupt: true to skip undecodable images"
+        ) from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W)
 
 

@@ -50,6 +50,7 @@ class DataSplits:
     input_max: float
     source: str  # "digits", "csv:/abs/path.csv"
     columns: tuple[ColumnEncoding, ...] = ()  # tables: how raw columns become the features; () for the others
+    skipped: tuple[str, ...] = ()  # image files skipped as undecodable (data.skip_corrupt); len() is the count
 
 
 def load_data(cfg: DataConfig, seed: int) -> DataSplits:
@@ -143,4 +144,5 @@ def _assemble(
         input_max=float(train.x.max()),
         source=raw.source,
         columns=raw.columns,
+        skipped=raw.skipped,
     )

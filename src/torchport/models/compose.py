@@ -36,6 +36,8 @@ FIRST_DIM_ARGS = ("in_channels", "num_features", "channels")
 LAST_DIM_ARGS = ("in_features", "input_size", "embed_dim", "d_model", "in_dim", "input_dim")
 SHAPE_ARGS = ("in_shape", "input_shape")
 INFERRED_ARGS = FIRST_DIM_ARGS + LAST_DIM_ARGS + SHAPE_ARGS
+# Arguments of standard backbones (torchvision.models:resnet18) that fetch pretrained weights over the network.
+DOWNLOAD_ARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
 
 
 @dataclass
@@ -125,6 +127,12 @@ def validate_arguments(
 ) -> dict[str, Any]:
     """Check types and names; ``classes`` becomes the number of outputs (a placeholder before data is known)."""
     substituted = {k: (num_outputs or 2) if v == CLASSES else v for k, v in args.items()}
+    fetching = [name for name in DOWNLOAD_ARGS if substituted.get(name) not in (None, False)]
+    if fetching:
+        raise ConfigError(
+            f"{where}.{fetching[0]}: pretrained weights would be downloaded, and torchport never downloads; "
+            f"set {fetching[0]}: null to train from scratch"
+        )
     inferred = [name for name in substituted if name in INFERRED_ARGS]
     if inferred:
         raise ConfigError(f"{where}.{inferred[0]}: is inferred from the data's shape; remove it from the config")
