@@ -14,8 +14,9 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES
 
-from torchport.config import Config, DataConfig, ExportConfig, apply_override, config_from_dict, load_config
+from torchport.config import Config, DataConfig, ExportConfig, config_from_dict, load_config
 from torchport.errors import ConfigError
+from torchport.overrides import apply_override
 from torchport.registry import DATA_SOURCES, VARIANTS
 from torchport.validate import check_config
 

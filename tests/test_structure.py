@@ -21,6 +21,7 @@ MAX_FILE_LINES = 400
 LAYERS: list[tuple[str, ...]] = [
     ("torchport.errors",),
     ("torchport.registry",),
+    ("torchport.overrides",),
     ("torchport.config", "torchport.runlock"),
     ("torchport.bundle.manifest", "torchport.bundle.graph", "torchport.bundle.inspect"),
     ("torchport.sessions", "torchport.plotting", "torchport.tabular", "torchport.predict"),

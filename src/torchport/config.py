@@ -17,7 +17,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +25,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from torchport.errors import ConfigError, format_validation_error
+from torchport.overrides import apply_override
 from torchport.registry import DATA_SOURCES, VARIANTS, Registry, import_user_module
 
 
@@ -70,6 +70,10 @@ class DataConfig(StrictModel):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
+    # image folders: skip images that cannot be decoded (counted and logged) instead of stopping with exit 2
+    skip_corrupt: bool = False
+    # training-only augmentation, torchvision.transforms.v2 by name: [{random_crop: {size: 32, padding: 4}}, ...]
+    augment: list[Any] = Field(default_factory=list)
 
     @field_validator("source")
     @classmethod
@@ -105,6 +109,13 @@ class SchedulerConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class EarlyStoppingConfig(StrictModel):  # stop after `patience` epochs without `metric` improving by > min_delta
+    metric: str | None = None  # a key of the epoch record (val_loss, val_accuracy, train_loss); default val_<metric>
+    patience: int = Field(5, ge=1)
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: max for accuracy, min for losses and errors
+    min_delta: float = Field(0.0, ge=0.0)
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(10, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="AdamW", lr=1e-3))
@@ -113,6 +124,10 @@ class TrainConfig(StrictModel):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     grad_clip: float | None = Field(None, gt=0.0)
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast (train/precision.py)
+    accumulate_steps: int = Field(1, ge=1)  # batches whose gradients add up to one optimizer step
+    early_stopping: EarlyStoppingConfig | None = None
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)  # train/loggers.py
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = True
     threads: int | None = Field(None, ge=1)
@@ -120,8 +135,7 @@ class TrainConfig(StrictModel):
     strategy: Literal["auto", "ddp", "dp", "single"] = "auto"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
     sync_batchnorm: bool = False  # DDP on CUDA only; batch statistics over the global batch
-    # How long a rank waits for the others: to form the process group, and in any one collective. A group that
-    # cannot form, or a link that dies, ends with one line after this long instead of hanging.
+    # How long a rank waits for the others (to form the group, in any one collective) before one line, not a hang.
     dist_timeout_s: float = Field(300.0, gt=0)
 
 
@@ -226,7 +240,14 @@ class Config(StrictModel):
     def hash(self) -> str:
         """A short, stable fingerprint of everything that shapes the trained weights and exports (not the bench,
         nor how long ranks wait for each other: a run may resume with another timeout)."""
-        dumped = self.model_dump(mode="json", exclude={"bench": True, "train": {"dist_timeout_s": True}})
+        # Nor where it logs to; keys added since leave the hash of a config that keeps their defaults (old runs resume).
+        added_since = {"precision": "fp32", "accumulate_steps": 1, "early_stopping": None}
+        added = {key for key, default in added_since.items() if getattr(self.train, key) == default}
+        data_added = {
+            key for key, default in {"skip_corrupt": False, "augment": []}.items() if getattr(self.data, key) == default
+        }
+        excluded: dict[str, Any] = {"bench": True, "train": {"dist_timeout_s", "loggers", *added}, "data": data_added}
+        dumped = self.model_dump(mode="json", exclude=excluded)
         # Where the files lie is not what they are: the config's folder (and other import paths) move with a
         # checkout, and a run's resolved config.yaml lies in the run dir. A data file enters by name and size (a
         # cheap stand-in for its content: data/v1/train.csv and data/v2/train.csv differ), a folder by name.
@@ -322,66 +343,3 @@ def import_plugins(config: Config) -> None:
     stage that reads a run's config.yaml back (export, serve) knows the same names as training did."""
     for index, module in enumerate(config.plugins):
         import_user_module(module, config.import_paths, where=f"plugins[{index}]")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Overrides: key.path=value on the command line
-
-
-_INDEX = re.compile(r"^(?P<key>[^\[\]]*)((?:\[\d+\])*)$")
-
-
-def _split_key_path(key_path: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for piece in key_path.split("."):
-        match = _INDEX.match(piece)
-        if not match or (not match.group("key") and not match.group(2)):
-            raise ConfigError(f"override '{key_path}': malformed key path")
-        if match.group("key"):
-            parts.append(match.group("key"))
-        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", piece))
-    return parts
-
-
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set ``a.b[2].c=value`` in the raw config; the value is parsed as YAML (so 2 is an int, [1, 2] a list)."""
-    if "=" not in override:
-        raise ConfigError(f"override '{override}': expected key.path=value")
-    key_path, _, text = override.partition("=")
-    parts = _split_key_path(key_path.strip())
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        node = _descend(node, part, parts[depth + 1], key_path)
-    last = parts[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"override '{key_path}': index [{last}] is out of range")
-        node[last] = value
-    else:
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{key_path}': '{last}' is not inside a mapping")
-        node[last] = value
-
-
-def _descend(node: Any, part: str | int, next_part: str | int, key_path: str) -> Any:
-    if isinstance(part, int):
-        if not isinstance(node, list) or part >= len(node):
-            raise ConfigError(f"override '{key_path}': index [{part}] is out of range")
-        child = node[part]
-        if isinstance(child, str) and isinstance(next_part, str):
-            # A bare block name (`- relu`) gains arguments: `layers[1].relu.inplace=true` makes it {relu: {...}}.
-            if child != next_part:
-                raise ConfigError(f"override '{key_path}': entry [{part}] is '{child}', not '{next_part}'")
-            child = node[part] = {child: {}}
-        return child
-    if not isinstance(node, dict):
-        raise ConfigError(f"override '{key_path}': '{part}' is not inside a mapping")
-    child = node.get(part)
-    if child is None:
-        child = [] if isinstance(next_part, int) else {}
-        node[part] = child
-    return child

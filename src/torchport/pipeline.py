@@ -99,12 +99,17 @@ def _export_aoti(run: TrainedRun, bundle_dir: Path, console: Console) -> Artifac
 
 
 def _validation_metrics(run: TrainedRun, data: DataSplits) -> dict[str, float | None]:
-    """The trained model's validation metrics, recorded in the manifest as the numbers the bundle ships with."""
-    from torchport.train.loop import evaluate
+    """The exported checkpoint's validation metrics (``val_*``) and, when there is a test split, its test metrics
+    (``test_*``): recorded in the manifest as the numbers the bundle ships with."""
+    from torchport.train.evaluation import evaluate, prefixed
     from torchport.train.tasks import make_task
 
     task = make_task(run.config.train, data)
-    return {f"val_{k}": v for k, v in evaluate(run.module.model, data.val, task, 256, torch.device("cpu")).items()}
+    device = torch.device("cpu")
+    metrics: dict[str, float | None] = {}
+    for prefix, split in (("val", data.val), ("test", data.test)):
+        metrics.update(prefixed(evaluate(run.module.model, split, task, 256, device), prefix))
+    return metrics
 
 
 def install_runners(bundle_dir: Path) -> None:
@@ -248,12 +253,22 @@ def run_pipeline(config: Config, run_dir: Path | None, console: Console | None =
         timed("bench", start)
     elif config.bench.budget_seconds > 0:
         console.print("[yellow]skipped the benchmark:[/] verification failed, so its speed would not mean much")
+    _log_bundle(config, run_dir, console)
     start = time.perf_counter()
     report = write_report(run_dir)
     timed("report", start)
     console.print(_summary_table(run_dir, summary, times))
     console.print(f"report: {report}")
     return passed
+
+
+def _log_bundle(config: Config, run_dir: Path, console: Console) -> None:
+    """With ``train.loggers: [mlflow]``, the finished bundle becomes the artifact ``bundle`` of the run's MLflow run."""
+    if "mlflow" in config.train.loggers:
+        from torchport.train.loggers import log_bundle
+
+        if log_bundle(run_dir):
+            console.print(f"logged {run_dir / 'bundle'} to MLflow ({run_dir / 'mlflow.db'})")
 
 
 def _summary_table(run_dir: Path, summary: dict[str, object], times: dict[str, float]) -> Table:

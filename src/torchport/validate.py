@@ -18,10 +18,12 @@ FILE_SOURCES = ("csv", "parquet", "npy", "npz", "image_folder")
 def check_config(config: Config) -> Config:
     """Checks that need more than types: files exist, blocks exist, optimizer arguments fit. Returns ``config``
     unchanged, so that loading and checking read as one expression."""
+    from torchport.data.augment import build_augment
     from torchport.models.compose import check_layers
     from torchport.train.optim import check_optimizer_config
 
     check_data_files(config.data)
+    build_augment(config.data.augment, config.seed)  # an unknown transform is named before any data is read
     check_layers(config.model.layers, config.import_paths)
     check_optimizer_config(config.train)
     return config

@@ -118,3 +118,16 @@ def worker_with_rank(agent: int, rank: int, timeout: float = 60) -> int:
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]  # type: ignore[no-any-return]
+
+
+def sigkill_after_first_checkpoint(victim: subprocess.Popen[bytes], checkpoints: Path) -> dict[str, Any]:
+    """SIGKILL a training process as soon as it writes ``last.pt``; the checkpoint's position, which must lie
+    inside the first epoch (so that the resume has a partial epoch to finish)."""
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "last.pt").exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    position: dict[str, Any] = load_checkpoint(checkpoints / "last.pt")["position"]
+    assert position["epoch"] == 0 and position["step_in_epoch"] > 0, "the kill must land mid-epoch"
+    return position

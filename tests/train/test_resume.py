@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import yaml
 
 from torchport.train.checkpoint import load_checkpoint
 
-from .procs import dropout_cnn_config
+from .procs import dropout_cnn_config, sigkill_after_first_checkpoint
 
 # Batch 8: about 180 steps an epoch.
 CONFIG = dropout_cnn_config("resume", batch_size=8)
@@ -30,6 +27,19 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]  # type: ignore[no-any-return]
 
 
+def resume_and_compare(config: Path, tmp_path: Path, reference: subprocess.Popen[bytes]) -> None:
+    """Resume the killed run in ``tmp_path/victim``; its final weights must equal the undisturbed reference's."""
+    resumed = _train(config, tmp_path / "victim", "--resume")
+    _, resumed_err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, resumed_err.decode()
+    _, reference_err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, reference_err.decode()
+    expected, actual = _final_weights(tmp_path / "reference"), _final_weights(tmp_path / "victim")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bitwise_exact(tmp_path: Path) -> None:
     config = tmp_path / "resume.yaml"
@@ -37,25 +47,9 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_exact(tmp_path: Path) -> None:
 
     reference = _train(config, tmp_path / "reference")
     victim = _train(config, tmp_path / "victim")
-    checkpoints = tmp_path / "victim" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "last.pt").exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(victim.pid, signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL
-    position = load_checkpoint(checkpoints / "last.pt")["position"]
-    assert position["epoch"] == 0 and position["step_in_epoch"] > 0, "the kill must land mid-epoch"
+    sigkill_after_first_checkpoint(victim, tmp_path / "victim" / "checkpoints")
 
-    resumed = _train(config, tmp_path / "victim", "--resume")
-    _, resumed_err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, resumed_err.decode()
-    _, reference_err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, reference_err.decode()
-
-    expected, actual = _final_weights(tmp_path / "reference"), _final_weights(tmp_path / "victim")
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+    resume_and_compare(config, tmp_path, reference)
     epochs = [line for line in (tmp_path / "victim" / "metrics.jsonl").read_text().splitlines() if line]
     assert len(epochs) == 2, "each epoch is recorded exactly once across the kill"
 

@@ -219,7 +219,10 @@ class Manifest(_Model):
     preprocessing: Preprocessing
     artifacts: list[Artifact]
     golden: Golden
-    metrics: dict[str, float | None] = Field(default_factory=dict, description="validation metrics of the checkpoint")
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="metrics of the exported checkpoint: val_* on the validation split, test_* on the test split",
+    )
     verification: list[ArtifactVerification] = Field(default_factory=list)
     variants: list[VariantOutcome] = Field(default_factory=list, description="the last optimize run's outcomes")
     conformance: list[ConformanceResult] = Field(

@@ -33,6 +33,9 @@ class SummaryView:
     epochs: int
     samples_per_second: str
     parameters: str
+    test: list[tuple[str, str]]  # (test_accuracy, "0.9722"): the exported checkpoint on the test split
+    test_checkpoint: str
+    stopped_early: str  # "" or a sentence: when and why training stopped before train.epochs
     reproduce: list[str]
 
 
@@ -74,7 +77,19 @@ def _summary_view(run_dir: Path, summary: dict[str, Any]) -> SummaryView:
         epochs=summary["epochs"],
         samples_per_second=str(summary["samples_per_second"]),
         parameters=f"{summary['parameters']:,}",
+        test=[(name, f"{value:.4f}") for name, value in summary.get("test", {}).items()],
+        test_checkpoint=str(summary.get("test_checkpoint", "")),
+        stopped_early=_stopped_early(summary.get("early_stopping")),
         reproduce=[whole_run],
+    )
+
+
+def _stopped_early(stopping: dict[str, Any] | None) -> str:
+    if not stopping or not stopping.get("stopped"):
+        return ""
+    return (
+        f"stopped early after epoch {stopping['stopped_epoch'] + 1}: {stopping['metric']} did not improve"
+        f" for {stopping['patience']} epoch(s)"
     )
 
 

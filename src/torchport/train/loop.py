@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from torch import nn
 
 from torchport.config import Config, default_run_dir
-from torchport.data import DataSplits, Split, load_data
+from torchport.data import load_data
+from torchport.data.augment import build_augment
 from torchport.data.loaders import Batch, batch_loader
 from torchport.errors import UsageError
 from torchport.models.compose import build_model
-from torchport.models.spec import ModelMeta, model_meta, model_spec
+from torchport.models.spec import model_meta, model_spec
 from torchport.runlock import has_checkpoints, run_dir_lock
 from torchport.train import distributed
 from torchport.train.checkpoint import CheckpointWriter
 from torchport.train.distributed import World
+from torchport.train.evaluation import evaluate, evaluate_test_split
 from torchport.train.launch import env_rank
+from torchport.train.loggers import Loggers
 from torchport.train.optim import build_optimizer, build_scheduler
+from torchport.train.precision import make_precision
 from torchport.train.resume import (
-    Position,
     load_for_resume,
     rank_state,
     restore,
@@ -41,8 +43,10 @@ from torchport.train.resume import (
     training_state,
     trim_metrics,
 )
+from torchport.train.run import Training, run_summary, update_best
 from torchport.train.sampling import EpochBatchSampler
-from torchport.train.tasks import TaskAdapter, make_task
+from torchport.train.stopping import make_stopping, update_stopping
+from torchport.train.tasks import make_task
 
 PROGRESS_SECONDS = 0.2  # redraw the bar at most this often: a redraw costs more than a small model's step
 
@@ -53,60 +57,6 @@ def configure_torch(config: Config) -> None:
         torch.set_num_threads(config.train.threads)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-@dataclass
-class Training:
-    """One run's parts, built once; the loop then only moves ``position`` (and the sample count) forward."""
-
-    config: Config
-    run_dir: Path
-    world: World
-    device: torch.device
-    data: DataSplits
-    meta: ModelMeta
-    model: nn.Module  # the plain module: checkpoints and evaluation read it
-    network: nn.Module  # what the forward pass runs: ``model`` itself, or its DDP / DataParallel wrapper
-    task: TaskAdapter
-    sampler: EpochBatchSampler
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scheduler_interval: str | None  # "step" or "epoch"
-    config_hash: str
-    position: Position = field(default_factory=Position)
-    started: float = 0.0  # perf_counter() when the first step began
-    trained_samples: int = 0  # by this rank, since ``started``
-
-
-def evaluate(
-    model: nn.Module,
-    split: Split,
-    task: TaskAdapter,
-    batch_size: int,
-    device: torch.device,
-    world: World | None = None,
-) -> dict[str, float]:
-    """Loss and the task's metric over a whole split, in eval mode.
-
-    Under DDP each rank runs every world_size-th sample and the outputs are gathered, so every rank computes
-    the metric over the same whole split and reports the same number. ``model`` is the plain module, never
-    the DDP wrapper: its forward would start collectives that ranks with fewer batches never join.
-    """
-    world = world or World()
-    if len(split.x) == 0:
-        return {}
-    indices = distributed.shard(len(split.x), world)
-    inputs, targets = split.x[indices.start :: indices.step], split.y[indices.start :: indices.step]
-    model.eval()
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            batch = torch.as_tensor(inputs[start : start + batch_size]).to(device)
-            outputs.append(model(batch).cpu())
-    model.train()
-    mine = (torch.cat(outputs) if outputs else torch.empty(0), torch.as_tensor(targets))
-    gathered = [part for part in distributed.all_gather_objects(mine, world) if len(part[1])]
-    return task.metrics(torch.cat([o for o, _ in gathered]), torch.cat([t for _, t in gathered]))
 
 
 def _progress(console: Console) -> Progress:
@@ -177,25 +127,39 @@ def _train(
         _resume(run, resume, console)
     if world.is_writer:
         _prepare_run_dir(run)
-    loader = batch_loader(run.data.train, run.sampler, config.data.num_workers, config.seed)
+    augment = build_augment(config.data.augment, config.seed, run.data.input_shape)  # training batches only
+    loader = batch_loader(run.data.train, run.sampler, config.data.num_workers, config.seed, augment)
     run.started = time.perf_counter()
     run.network.train()
-    with (
-        _progress(console) as progress,
-        CheckpointWriter(run.run_dir / "checkpoints", enabled=world.is_writer) as writer,
-    ):
-        while run.position.epoch < config.train.epochs:
-            _run_epoch(run, loader, progress, writer, console)
+    resumed = run.position.global_step > 0
+    with Loggers(config, run.run_dir, run.position.epoch, resumed, world.is_writer) as loggers:
+        with (
+            _progress(console) as progress,
+            CheckpointWriter(run.run_dir / "checkpoints", enabled=world.is_writer) as writer,
+        ):
+            while run.position.epoch < config.train.epochs and run.position.stopped_epoch is None:
+                _run_epoch(run, loader, progress, writer, console, loggers)
 
-    elapsed = time.perf_counter() - run.started
-    trained = int(distributed.all_reduce_sum([run.trained_samples], world)[0])
+        elapsed = time.perf_counter() - run.started
+        trained = int(distributed.all_reduce_sum([run.trained_samples], world)[0])
 
-    def write_summary() -> dict[str, Any]:
-        summary = _summary(run, trained, elapsed)
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
+        def write_summary() -> dict[str, Any]:
+            summary = run_summary(run, trained, elapsed)
+            # After the checkpoint writer has closed: the checkpoint export will read is on disk.
+            summary["test_checkpoint"] = config.export.checkpoint
+            summary["test"] = _test_metrics(run)
+            loggers.final(summary["test"], run.position.epoch)
+            (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            return summary
 
-    return distributed.on_writer(write_summary, world)
+        return distributed.on_writer(write_summary, world)
+
+
+def _test_metrics(run: Training) -> dict[str, float]:
+    """Rank 0: the test split's metrics with the checkpoint export will use (``export.checkpoint``)."""
+    checkpoint = run.run_dir / "checkpoints" / f"{run.config.export.checkpoint}.pt"
+    batch_size = run.config.data.eval_batch_size
+    return evaluate_test_split(run.model, checkpoint, run.data.test, run.task, batch_size, run.device)
 
 
 def _assemble(config: Config, run_dir: Path, world: World, device: torch.device, console: Console) -> Training:
@@ -212,7 +176,9 @@ def _assemble(config: Config, run_dir: Path, world: World, device: torch.device,
         len(data.train.x), batch_size, config.seed, rank=world.rank, world_size=world.world_size
     )
     optimizer = build_optimizer(config.train, model.parameters())
-    scheduler = build_scheduler(config.train, optimizer, sampler.batches_per_epoch())
+    # A step-interval scheduler steps once per optimizer step: accumulate_steps batches (fewer at an epoch's end).
+    steps_per_epoch = math.ceil(sampler.batches_per_epoch() / config.train.accumulate_steps)
+    scheduler = build_scheduler(config.train, optimizer, steps_per_epoch)
     return Training(
         config=config,
         run_dir=run_dir,
@@ -228,6 +194,8 @@ def _assemble(config: Config, run_dir: Path, world: World, device: torch.device,
         scheduler=scheduler,
         scheduler_interval=config.train.scheduler.interval if config.train.scheduler else None,
         config_hash=config.hash(),
+        precision=make_precision(config.train.precision, device),
+        stopping=make_stopping(config.train.early_stopping, task, len(data.val.x) > 0),
     )
 
 
@@ -242,6 +210,7 @@ def _resume(run: Training, required: bool, console: Console) -> None:
     for line in found.refused:
         console.print(f"[yellow]skipped:[/] {line}")
     run.position = restore(found.state, run.model, run.optimizer, run.scheduler, run.world)
+    run.precision.load_state_dict(found.state.get("scaler"))
     console.print(f"resumed from {found.path} at epoch {run.position.epoch + 1}, step {run.position.step_in_epoch}")
 
 
@@ -260,8 +229,9 @@ def _run_epoch(
     progress: Progress,
     writer: CheckpointWriter,
     console: Console,
+    loggers: Loggers,
 ) -> None:
-    """The rest of the current epoch, then its evaluation, record and checkpoint."""
+    """The rest of the current epoch, then its evaluation, record (metrics.jsonl, the loggers) and checkpoint."""
     position, epochs = run.position, run.config.train.epochs
     epoch_started = time.perf_counter()
     run.sampler.set_epoch(position.epoch, skip=position.step_in_epoch)
@@ -279,7 +249,9 @@ def _run_epoch(
     if run.scheduler is not None and run.scheduler_interval == "epoch":
         run.scheduler.step()
     record = _end_of_epoch(run, time.perf_counter() - epoch_started)
-    improved = _update_best(position, record, run.task)
+    improved = update_best(position, record, run.task)
+    if update_stopping(run.stopping, position, record) and run.stopping is not None:
+        console.print(f"stopping early: {run.stopping.metric} has not improved for {run.stopping.patience} epoch(s)")
     position.epoch += 1
     position.step_in_epoch = 0
     position.loss_sum, position.loss_samples = 0.0, 0
@@ -287,6 +259,7 @@ def _run_epoch(
     if run.world.is_writer:
         with open(run.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        loggers.epoch(record)
     console.print(_epoch_line(record, epochs))
 
 
@@ -297,21 +270,31 @@ def _train_steps(
     bar: TaskID,
     writer: CheckpointWriter,
 ) -> None:
-    """The epoch's remaining batches: a step each, a checkpoint every ``checkpoint_every_steps``."""
+    """The epoch's remaining batches, an optimizer step every ``accumulate_steps`` of them (and at the epoch's
+    end); a checkpoint at the first optimizer step on or past each multiple of ``checkpoint_every_steps``.
+
+    Steps count batches, so the sampler resumes at a step; checkpoints fall on optimizer steps only, so no
+    half-accumulated gradient is ever lost by a resume (there is none to save).
+    """
     position, device, every = run.position, run.device, run.config.train.checkpoint_every_steps
+    accumulate, batches = run.config.train.accumulate_steps, run.sampler.batches_per_epoch()
+    saved_at = position.global_step
     # The epoch's loss is summed on the device: a .item() per step would wait for the GPU every step.
     loss_sum = torch.tensor(position.loss_sum, dtype=torch.float64, device=device)
     shown_at = time.perf_counter()
     for inputs, targets in loader:
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        loss = _step(run, inputs, targets)
+        first = position.step_in_epoch - position.step_in_epoch % accumulate
+        group = min(accumulate, batches - first)
+        at_step = position.step_in_epoch + 1 == first + group
+        loss = _step(run, inputs, targets, position.step_in_epoch == first, at_step, group)
         position.step_in_epoch += 1
         position.global_step += 1
         loss_sum.add_(loss.detach(), alpha=len(inputs))
         position.loss_samples += len(inputs)
         run.trained_samples += len(inputs)
-        if every and position.global_step % every == 0:
-            position.loss_sum = float(loss_sum)
+        if every and at_step and position.global_step // every > saved_at // every:
+            position.loss_sum, saved_at = float(loss_sum), position.global_step
             _checkpoint(run, writer)
         if time.perf_counter() - shown_at > PROGRESS_SECONDS:
             rate = run.trained_samples * run.world.world_size / (time.perf_counter() - run.started)
@@ -320,14 +303,25 @@ def _train_steps(
     position.loss_sum = float(loss_sum)
 
 
-def _step(run: Training, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """One optimizer step on one batch; returns the batch's loss, still on the device."""
-    run.optimizer.zero_grad(set_to_none=True)
-    loss = run.task.loss(run.network(inputs), targets)
-    loss.backward()
+def _step(
+    run: Training, inputs: torch.Tensor, targets: torch.Tensor, first: bool, last: bool, group: int
+) -> torch.Tensor:
+    """Forward and backward of one batch of a ``group`` accumulated into one optimizer step, taken on the
+    ``last``; returns the batch's (unscaled) loss, still on the device."""
+    if first:
+        run.optimizer.zero_grad(set_to_none=True)
+    # DDP all-reduces gradients on the group's last backward only; the others accumulate locally.
+    no_sync = getattr(run.network, "no_sync", None)
+    with contextlib.nullcontext() if last or no_sync is None else no_sync():
+        with run.precision.autocast():
+            loss = run.task.loss(run.network(inputs), targets)
+        run.precision.backward(loss / group if group > 1 else loss)
+    if not last:
+        return loss
     if run.config.train.grad_clip:
+        run.precision.unscale(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.grad_clip)
-    run.optimizer.step()
+    run.precision.step(run.optimizer)
     if run.scheduler is not None and run.scheduler_interval == "step":
         run.scheduler.step()
     return loss
@@ -336,7 +330,16 @@ def _step(run: Training, inputs: torch.Tensor, targets: torch.Tensor) -> torch.T
 def _checkpoint(run: Training, writer: CheckpointWriter, best: bool = False) -> None:
     """Every rank calls this at the same step (it gathers the ranks' RNG states); rank 0 writes."""
     ranks = distributed.all_gather_objects(rank_state(run.position, run.device), run.world)
-    state = training_state(run.model, run.optimizer, run.scheduler, run.position, run.config_hash, run.meta, ranks)
+    state = training_state(
+        run.model,
+        run.optimizer,
+        run.scheduler,
+        run.position,
+        run.config_hash,
+        run.meta,
+        ranks,
+        run.precision.state_dict(),
+    )
     writer.submit(state, run.position.global_step, best)
 
 
@@ -354,45 +357,6 @@ def _end_of_epoch(run: Training, seconds: float) -> dict[str, Any]:
     }
 
 
-def _update_best(position: Position, record: dict[str, Any], task: TaskAdapter) -> bool:
-    value = record.get(f"val_{task.metric}", record["train_loss"])
-    better = position.best_value is None or (
-        value > position.best_value
-        if task.higher_is_better and f"val_{task.metric}" in record
-        else value < position.best_value
-    )
-    if better:
-        position.best_value, position.best_epoch = float(value), position.epoch
-    return better
-
-
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "step", "seconds"))
     return f"epoch {record['epoch'] + 1}/{epochs}  {metrics}  ({record['seconds']:.1f} s)"
-
-
-def _summary(run: Training, trained_samples: int, elapsed: float) -> dict[str, Any]:
-    """``trained_samples`` counts all ranks; ``batch_size`` is per process, so the global batch is world x it."""
-    config, data, world = run.config, run.data, run.world
-    lines = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    final = lines[-1] if lines else {}
-    best = next((line for line in lines if line["epoch"] == run.position.best_epoch), final)
-    return {
-        "name": config.name,
-        "config_hash": config.hash(),
-        "task": data.task,
-        "metric": f"val_{run.task.metric}",
-        "epochs": config.train.epochs,
-        "steps": run.position.global_step,
-        "final": final,
-        "best": best,
-        "samples_per_second": round(trained_samples / elapsed, 1) if elapsed > 0 else None,
-        "train_seconds": round(elapsed, 3),
-        "world_size": world.world_size,
-        "strategy": world.strategy,
-        "backend": world.backend,
-        "batch_size_per_process": config.data.batch_size,
-        "global_batch_size": config.data.batch_size * world.world_size,
-        "parameters": sum(p.numel() for p in run.model.parameters()),
-        "samples": {"train": len(data.train.x), "val": len(data.val.x), "test": len(data.test.x)},
-    }

@@ -11,6 +11,7 @@ and ``--resume`` falls back to the previous checkpoint just as it does past a da
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ class Position:
     loss_samples: int = 0
     best_value: float | None = None
     best_epoch: int | None = None
+    # Early stopping (stopping.py): the best value of its metric, epochs since it improved, the epoch it stopped.
+    stop_best: float | None = None
+    stale_epochs: int = 0
+    stopped_epoch: int | None = None
 
 
 @dataclass
@@ -64,8 +69,10 @@ def training_state(
     config_hash: str,
     meta: ModelMeta,
     ranks: list[dict[str, Any]],
+    scaler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint's content; ``ranks`` holds every rank's ``rank_state``, rank 0's first."""
+    """The checkpoint's content; ``ranks`` holds every rank's ``rank_state``, rank 0's first; ``scaler`` is the fp16
+    GradScaler's state (its loss scale), None in fp32 and bf16."""
     return {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
@@ -77,6 +84,7 @@ def training_state(
         "meta": meta.to_dict(),
         "world_size": len(ranks),
         "ranks": ranks,
+        "scaler": scaler,
     }
 
 
@@ -174,11 +182,12 @@ def trim_metrics(path: Path, before_epoch: int) -> None:
 
 
 def start_fresh(run_dir: Path) -> None:
-    """A new run in a used run directory: drop the old run's metrics and checkpoints, so that neither a
+    """A new run in a used run directory: drop the old run's metrics, event files and checkpoints, so that neither a
     resume nor an elastic restart can ever pick up weights from a different run."""
     checkpoints = run_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("")
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # the old run's curves would mix with the new
     if checkpoints.is_dir():
         for path in checkpoints.iterdir():
             if path.is_file() and (path.name.startswith(("ckpt-", "last.pt", "best.pt"))):
