@@ -13,7 +13,7 @@ torch_index=${3:-https://download.pytorch.org/whl/cpu}
 # a venv that exists already is used as it is (the test makes one whose dependencies are importable already)
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # torch first, from the index given (the CPU wheels by default), so that the project's own install keeps it
-"$venv/bin/python" -m pip install --no-cache-dir --index-url "$torch_index" "torch>=2.13,<2.14"
+"$venv/bin/python" -m pip install --no-cache-dir --index-url "$torch_index" "torch>=2.13,<2.14" "torchvision>=0.28,<0.29"
 "$venv/bin/python" -m pip install --no-cache-dir "$source_dir"
 rm -rf "$source_dir/build"
 "$venv/bin/torchport" serve --help >/dev/null

@@ -20,7 +20,6 @@ import pytest
 from sklearn.datasets import load_digits
 
 import torchport as tp
-from torchport.api import config_from_dict
 from torchport.errors import BundleError, ConfigError, UsageError
 
 API = {
@@ -62,9 +61,7 @@ import numpy as np
 import onnxruntime as ort
 from sklearn.datasets import load_digits
 import torchport as tp
-from torchport.api import config_from_dict
-
-config = config_from_dict(json.loads(CONFIG))
+config = tp.Config.from_dict(json.loads(CONFIG))
 run = tp.train(config, run_dir="run")
 bundle = tp.export(run)
 report = tp.verify(bundle)
@@ -172,20 +169,13 @@ def test_stage_names_stay_functions_once_their_subpackages_are_imported() -> Non
 def test_config_from_dict_is_a_file_config_without_the_file(tmp_path: Path) -> None:
     raw = {"model": {"layers": ["flatten", {"linear": {"out_features": "classes"}}]}, "data": {"source": "csv"}}
     raw["data"]["path"] = "table.csv"
-    config = config_from_dict(raw, base_dir=tmp_path, overrides=["train.epochs=3"])
+    config = tp.Config.from_dict(raw, base_dir=tmp_path, overrides=["train.epochs=3"])
     assert config.train.epochs == 3 and config.data.path == (tmp_path / "table.csv").resolve()
     assert "epochs" not in raw.get("train", {}) and raw["data"]["path"] == "table.csv"  # the caller's dict as it was
     with pytest.raises(ConfigError, match=r"^train\.epohcs: unknown key; did you mean 'epochs'\?"):
-        config_from_dict({**raw, "train": {"epohcs": 2}})
+        tp.Config.from_dict({**raw, "train": {"epohcs": 2}})
     with pytest.raises(ConfigError, match="expected a mapping"):
-        config_from_dict([("model", {})])  # type: ignore[arg-type]
-
-
-def test_config_classmethod_from_dict(tmp_path: Path) -> None:
-    """``tp.Config.from_dict`` is the same as :func:`torchport.api.config_from_dict`."""
-    raw = {"model": {"layers": ["flatten", {"linear": {"out_features": "classes"}}]}}
-    config = tp.Config.from_dict(raw, base_dir=tmp_path, overrides=["seed=7"])
-    assert config == config_from_dict(raw, base_dir=tmp_path, overrides=["seed=7"]) and config.seed == 7
+        tp.Config.from_dict([("model", {})])  # type: ignore[arg-type]
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -244,7 +234,8 @@ def test_bundle_describes_itself_and_predicts_one_sample_or_a_batch(exported_dig
 
 
 def test_predict_in_openvino_agrees_with_onnx_runtime(exported_digits: Path) -> None:
-    pytest.importorskip("openvino")
+    import openvino  # noqa: F401  (a core dependency: never skipped)
+
     bundle = tp.Bundle.open(exported_digits / "bundle")
     images = load_digits().images[:32, None]
     theirs = bundle.predict(images, runtime="openvino")
@@ -347,7 +338,7 @@ def test_conformance_and_bench_return_results_and_write_nothing(digits_run: Path
 
 
 def test_train_refuses_an_invalid_block_before_training(tmp_path: Path) -> None:
-    config = config_from_dict({"model": {"layers": [{"conv2d": {"kernal_size": 3}}]}})
+    config = tp.Config.from_dict({"model": {"layers": [{"conv2d": {"kernal_size": 3}}]}})
     with pytest.raises(ConfigError, match=r"^model\.layers\[0\]\.conv2d"):
         tp.train(config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -357,7 +348,7 @@ def test_train_refuses_an_invalid_block_before_training(tmp_path: Path) -> None:
 def test_optimize_and_run_from_python(tmp_path: Path) -> None:
     """``tp.run`` is the whole pipeline (here without variants or benchmark); ``tp.optimize`` then adds the int8
     variant, which ``Bundle.predict`` runs by its variant name."""
-    config = config_from_dict(
+    config = tp.Config.from_dict(
         {**TINY_CNN, "export": {"aoti": False, "variants": ["int8"]}, "bench": {"budget_seconds": 0}}
     )
     result = tp.run(config, tmp_path / "run")
@@ -370,3 +361,20 @@ def test_optimize_and_run_from_python(tmp_path: Path) -> None:
     assert agree.mean() >= 0.9
     report = tp.verify(result.bundle)
     assert report.passed and [r.artifact for r in report.results] == ["model.onnx", "model.int8.onnx"]
+
+
+def test_a_background_server_keeps_its_api_key_off_the_command_line(digits_run: Path) -> None:
+    """The key reaches the child through its environment: `ps` shows command lines to every local user."""
+    import urllib.error
+
+    key = "not-for-ps-eyes-7f3a"
+    settings = tp.ServeSettings(port=0, api_key=key)
+    with tp.serve(digits_run / "bundle", settings=settings, background=True) as server:
+        assert key.encode() not in Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
+        name = tp.Bundle.open(digits_run / "bundle").name
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.url}/v2/models/{name}", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(f"{server.url}/v2/models/{name}", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200

@@ -318,3 +318,13 @@ def test_hash_follows_the_data_file_not_its_folder(tmp_path: Path) -> None:
         (tmp_path / folder / "houses.csv").write_text("".join(lines if rows is None else lines[: rows + 1]))
         hashes.append(load_config(write(tmp_path / folder, body)).hash())
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_a_logger_whose_library_is_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Named before any data is read, with the extra to install, not an internal error after the model is built."""
+    from torchport import validate
+
+    monkeypatch.setitem(validate.LOGGER_PACKAGES, "mlflow", "torchport_no_such_package")
+    with pytest.raises(ConfigError, match=r"^train\.loggers\[1\]: 'mlflow' needs .*torchport\[loggers\]"):
+        validate.check_loggers(["tensorboard", "mlflow"])
+    validate.check_loggers(["tensorboard"])

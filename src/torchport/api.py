@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from torchport.bench import defaults as bench_defaults
 from torchport.config import Config, default_run_dir, load_config
 from torchport.predict import Bundle
+from torchport.runlock import holding
 from torchport.serve.settings import DEFAULTS as SERVE_DEFAULTS
 from torchport.serve.settings import ServeSettings
 
@@ -43,7 +44,6 @@ __all__ = [
     "RunResult",
     "TrainResult",
     "bench",
-    "config_from_dict",
     "conformance",
     "export",
     "load_config",
@@ -62,23 +62,7 @@ def _console(progress: bool) -> Console:
     return Console(stderr=True, highlight=False) if progress else Console(quiet=True)
 
 
-def _holding(run_dir: Path, verb: str) -> contextlib.AbstractContextManager[object]:
-    """The run directory's lock while ``verb`` writes there (see runlock.py); a bundle without its run has none."""
-    from torchport.runlock import run_dir_lock
-
-    return run_dir_lock(run_dir, verb) if (run_dir / "config.yaml").is_file() else contextlib.nullcontext()
-
-
 # --- config --------------------------------------------------------------------------------------------------
-
-
-def config_from_dict(
-    raw: Mapping[str, Any], base_dir: PathLike | None = None, overrides: Sequence[str] | None = None
-) -> Config:
-    """A config from a mapping, exactly as if it were a YAML file in ``base_dir`` (default: the working directory):
-    ``overrides`` applied (``"train.epochs=2"``), relative paths resolved against ``base_dir``, ``plugins``
-    imported; a mistake is a one-line ConfigError naming the key. ``raw`` itself is left as it was."""
-    return Config.from_dict(raw, base_dir, overrides)
 
 
 def _checked(config: Config | PathLike) -> Config:
@@ -140,7 +124,7 @@ def export(run_dir: PathLike, *, progress: bool = False) -> Bundle:
     from torchport.pipeline import export_stage
 
     where = Path(run_dir)
-    with _holding(where, "export"):
+    with holding(where, "export"):
         export_stage(where, _console(progress))
     return Bundle.open(where / "bundle")
 
@@ -157,7 +141,7 @@ def verify(bundle: PathLike, *, save: bool = False, progress: bool = False) -> V
     from torchport.verify.bundle import verify_report
 
     where = Path(bundle)
-    with _holding(where.parent, "verify") if save else contextlib.nullcontext():
+    with holding(where.parent, "verify") if save else contextlib.nullcontext():
         report = verify_report(where, save=save)
     if progress:
         show_verification(report, _console(progress))
@@ -170,7 +154,7 @@ def optimize(bundle: PathLike, *, progress: bool = False) -> OptimizeReport:
     from torchport.pipeline import optimize_report
 
     where = Path(bundle)
-    with _holding(where.parent, "optimize"):
+    with holding(where.parent, "optimize"):
         return optimize_report(where, _console(progress))
 
 
@@ -190,7 +174,7 @@ def conformance(
 
     where = Path(bundle)
     spec = runtimes if isinstance(runtimes, str) else ",".join(runtimes)
-    with _holding(where.parent, "conformance") if save else contextlib.nullcontext():
+    with holding(where.parent, "conformance") if save else contextlib.nullcontext():
         report = check_conformance(where, spec, server=server, save=save)
     if progress:
         _console(progress).print(str(report), markup=False)
@@ -236,7 +220,7 @@ def _save_bench(result: BenchResult, run_dir: Path, console: Console) -> None:
     from torchport.bench.bundle import write_outputs
     from torchport.report.html import refresh_report
 
-    with _holding(run_dir, "bench"):
+    with holding(run_dir, "bench"):
         written = write_outputs(result, run_dir)
         report = refresh_report(run_dir)
     console.print("wrote " + ", ".join(str(path) for path in [*written, *([report] if report else [])]))

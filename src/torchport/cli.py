@@ -20,6 +20,7 @@ from torchport.cli_json import Document, emit, error_document, stdout_to_stderr
 from torchport.cli_parser import EXIT_INTERNAL, EXIT_USAGE, UsageExit, parse, upgrade_json_file
 from torchport.cli_torchrun import LAUNCH_OPTIONS, hand_over_to_torchrun
 from torchport.errors import TorchportError, UsageError, first_line
+from torchport.runlock import holding
 
 DEFAULT_CONFIG = "digits"
 
@@ -107,13 +108,6 @@ def _hands_over(args: argparse.Namespace) -> bool:
     return args.verb == "train" and args.nproc_per_node is not None
 
 
-def _holding(run_dir: Path, verb: str):  # type: ignore[no-untyped-def]
-    """The run directory's lock for a verb that writes there (see runlock.py); nothing outside a run dir."""
-    from torchport.runlock import run_dir_lock
-
-    return run_dir_lock(run_dir, verb) if (run_dir / "config.yaml").is_file() else contextlib.nullcontext()
-
-
 def cmd_launch(args: argparse.Namespace) -> int:
     from torchport.config import default_run_dir
     from torchport.train.manifests import ClusterJob, render
@@ -165,7 +159,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from torchport.pipeline import export_stage
 
-    with _holding(Path(args.run_dir), "export"):
+    with holding(Path(args.run_dir), "export"):
         export_stage(Path(args.run_dir), console=_console(args))
     return 0
 
@@ -175,7 +169,7 @@ def cmd_verify(args: argparse.Namespace) -> Outcome:
     from torchport.pipeline import verify_stage
 
     bundle = Path(args.bundle)
-    with _holding(bundle.parent, "verify"):  # it writes its results into the manifest
+    with holding(bundle.parent, "verify"):  # it writes its results into the manifest
         passed = verify_stage(bundle, console=_console(args))
         return Outcome(0 if passed else 1, verify_document(bundle, passed))
 
@@ -186,7 +180,7 @@ def cmd_optimize(args: argparse.Namespace) -> Outcome:
     from torchport.pipeline import optimize_stage
 
     bundle = Path(args.bundle)
-    with _holding(bundle.parent, "optimize"):
+    with holding(bundle.parent, "optimize"):
         passed = optimize_stage(bundle, console=_console(args))
         requested = bool(load_config(bundle.parent / "config.yaml").export.variants)  # there: optimize needs it
         return Outcome(0 if passed else 1, optimize_document(bundle, passed, requested))
@@ -203,7 +197,8 @@ def cmd_conformance(args: argparse.Namespace) -> Outcome:
     from torchport.runtimes.conformance import conformance_command
 
     bundle, json_out = Path(args.bundle), Path(args.json_out) if args.json_out else None
-    code = conformance_command(bundle, args.runtimes, json_out, args.server)  # prints with print(): see main
+    with holding(bundle.parent, "conformance"):  # it records its results in the manifest
+        code = conformance_command(bundle, args.runtimes, json_out, args.server)  # prints with print(): see main
     return Outcome(code, conformance_document(bundle, passed=code == 0))
 
 
@@ -230,7 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> Outcome:
     from torchport.report.html import refresh_report
 
     run_dir, console = Path(args.bundle).parent, _console(args)
-    with _holding(run_dir, "bench"):
+    with holding(run_dir, "bench"):
         bench_stage(
             Path(args.bundle),
             console=console,

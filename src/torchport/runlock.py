@@ -94,6 +94,11 @@ def run_dir_lock(run_dir: Path, verb: str) -> Iterator[str | None]:
         os.close(fd)  # and the kernel drops the lock
 
 
+def holding(run_dir: Path, verb: str) -> contextlib.AbstractContextManager[object]:
+    """The run directory's lock while ``verb`` writes there; a bundle outside a run directory has none to take."""
+    return run_dir_lock(run_dir, verb) if (run_dir / "config.yaml").is_file() else contextlib.nullcontext()
+
+
 def has_checkpoints(run_dir: Path) -> bool:
     folder = run_dir / "checkpoints"
     return folder.is_dir() and any(path.name.endswith(".pt") for path in folder.iterdir())

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from typing import IO
 
 from torchport.errors import TorchportError
 from torchport.serve.local import free_port
-from torchport.serve.settings import ServeSettings
+from torchport.serve.settings import API_KEY_ENV, ServeSettings
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -116,9 +117,11 @@ def start_server(bundles: list[Path], settings: ServeSettings, echo: bool = Fals
         check_graph(read_bundle(path))
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=free_port())
-    fields = json.dumps(dataclasses.asdict(settings))
+    # the API key travels in the environment, not on the command line, where `ps` would show it to every user
+    fields = json.dumps({**dataclasses.asdict(settings), "api_key": None})
+    env = {**os.environ, API_KEY_ENV: settings.api_key} if settings.api_key else None
     command = [sys.executable, "-m", "torchport.serving", fields, *(str(path.resolve()) for path in bundles)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     assert process.stdout is not None  # stdout=PIPE
     server = RunningServer(process, settings.host, settings.port, _LogTail(process.stdout, echo))
     try:

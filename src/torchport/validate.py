@@ -8,6 +8,8 @@ importing this module stays cheap). A stage calls both before spending time: ``c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torchport.config import Config, DataConfig
 from torchport.errors import ConfigError
 
@@ -24,6 +26,7 @@ def check_config(config: Config) -> Config:
 
     check_data_files(config.data)
     build_augment(config.data.augment, config.seed)  # an unknown transform is named before any data is read
+    check_loggers(config.train.loggers)
     check_layers(config.model.layers, config.import_paths)
     check_optimizer_config(config.train)
     return config
@@ -45,3 +48,19 @@ def check_data_files(data: DataConfig) -> None:
             raise ConfigError("data.targets: required for source 'npy' (the .npy file of targets)")
         if not data.targets.is_file():
             raise ConfigError(f"data.targets: file not found: {data.targets}")
+
+
+# what each train.loggers entry needs installed (the optional extra `torchport[loggers]`)
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def check_loggers(loggers: Sequence[str]) -> None:
+    """A logger whose library is not installed is a config error now, not an internal error after data loading."""
+    import importlib.util
+
+    for index, name in enumerate(loggers):
+        package = LOGGER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"train.loggers[{index}]: '{name}' needs the {package} package; pip install 'torchport[loggers]'"
+            )

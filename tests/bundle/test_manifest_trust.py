@@ -141,3 +141,11 @@ def test_inspect_verifies_checksums_and_distrusts_stored_verdicts(digits_run: Pa
     assert "pass" not in tampered.stdout
     assert "model.onnx' fails its checksum" in tampered.stderr and "Traceback" not in tampered.stderr
     assert "checksums: 1 of" in tampered.stdout
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/evil", "..", "a/b"])
+def test_a_model_name_that_is_not_a_plain_file_name_is_refused(digits_run: Path, name: str) -> None:
+    """Servers, runners and `torchport package` make folders and URLs of the name: it must not climb out."""
+    _edit(digits_run / "bundle", _set("name", value=name))
+    with pytest.raises(BundleError, match=r"name"):
+        read_bundle(digits_run / "bundle")

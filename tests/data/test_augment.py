@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision  # noqa: F401  (a core dependency: a broken install fails here, never skips)
 
 from torchport.data.augment import AUGMENTS, build_augment
 from torchport.data.loaders import batch_loader
 from torchport.data.splits import Split
 from torchport.errors import DataError
 from torchport.train.sampling import EpochBatchSampler
-
-pytest.importorskip("torchvision")
 
 AUGMENT = [
     {"random_crop": {"size": 16, "padding": 4}},

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision  # noqa: F401  (a core dependency: a broken install fails here, never skips)
 
 from torchport.errors import ConfigError
 from torchport.models.compose import build_model, check_layers
 
 from .helpers import model_spec
-
-pytest.importorskip("torchvision")
 
 RESNET = "torchvision.models:resnet18"
 SHAPE = (3, 32, 32)  # tiny RGB images: resnet18 downsamples 32x32 to 1x1 and still runs

@@ -64,6 +64,8 @@ def test_a_refusal_leaves_the_old_out_as_it_was(digits_bundle: Path, tmp_path: P
 def test_the_bundle_itself_is_never_the_out(digits_bundle: Path) -> None:
     with pytest.raises(UsageError, match=r"holds the bundle itself"):
         package_bundle(digits_bundle, "triton", digits_bundle.parent, force=True)
+    with pytest.raises(UsageError, match=r"holds the bundle itself"):
+        package_bundle(digits_bundle, "triton", digits_bundle / "runners", force=True)  # inside it: never replaced
     assert (digits_bundle / "manifest.json").is_file()
 
 

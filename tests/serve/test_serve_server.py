@@ -251,3 +251,22 @@ def test_fuzzed_requests_never_get_a_5xx(server: int) -> None:
     check()
     assert connection.sent >= 500
     assert http(server, "GET", "/v2/health/live")[0] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_busy_port_is_one_line_and_exit_2(exported_digits: Path) -> None:
+    """uvicorn alone exits 1 (which says "a check failed") with its own log line when it cannot bind."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "torchport.cli", "serve", str(exported_digits / "bundle"), "--port", str(port)]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=100, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: --port {port}: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr

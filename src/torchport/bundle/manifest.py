@@ -211,7 +211,8 @@ class ConformanceResult(_Model):
 
 class Manifest(_Model):
     format_version: Literal["1.0"] = FORMAT_VERSION
-    name: str
+    # a plain file name: servers, runners and `torchport package` make folders and URLs of it
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # and not only dots
     task: Literal["classification", "regression"]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]

@@ -301,8 +301,7 @@ def read_image_folder(cfg: DataConfig) -> RawData:
     if cfg.image_size is not None and min(cfg.image_size) < 1:
         raise DataError(f"data.image_size: must be two positive integers (height, width), got {cfg.image_size}")
     mode = "L" if cfg.color_mode == "grayscale" else "RGB"
-    # Read through getattr: DataConfig gains `skip_corrupt` in config.py (default False).
-    skip = bool(getattr(cfg, "skip_corrupt", False))
+    skip = cfg.skip_corrupt
     images, kept, skipped = _read_images(files, mode, cfg.image_size, skip)
     if not images:
         raise DataError(f"data.path: none of the {len(files)} images in {root} could be decoded")

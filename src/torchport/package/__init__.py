@@ -76,7 +76,8 @@ def _check_out(bundle_dir: Path, out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UsageError(f"--out {out}: exists and is not empty; pass --force to replace it")
     bundle, target = bundle_dir.resolve(), out.resolve()
-    if target == bundle or target in bundle.parents:
+    inside = bundle in target.parents and (bundle / "manifest.json").is_file()  # a bundle's own folders stay its
+    if target == bundle or target in bundle.parents or inside:
         raise UsageError(f"--out {out}: holds the bundle itself; choose a folder outside it")
 
 

@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from torchport.errors import UsageError
 from torchport.serve.grpc_server import GrpcServer
 
 log = logging.getLogger("torchport.serve")
@@ -35,7 +36,11 @@ class Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc is not None:  # first: a gRPC port that cannot be bound stops the server before REST serves
             await self.grpc.start()
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn exits 1 ("a check failed") when it cannot bind; a busy port is a usage error
+            config = self.config
+            raise UsageError(f"--port {config.port}: cannot listen on {config.host}:{config.port} (in use?)") from None
         for server in self.servers:
             for listening in server.sockets:
                 host, port = listening.getsockname()[:2]
