@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("torchport.overrides",),
     ("torchport.config", "torchport.runlock"),
     ("torchport.bundle.manifest", "torchport.bundle.graph", "torchport.bundle.inspect"),
-    ("torchport.sessions", "torchport.plotting", "torchport.tabular", "torchport.predict"),
+    ("torchport.sessions", "torchport.progress", "torchport.plotting", "torchport.tabular", "torchport.predict"),
     ("torchport.data",),
     ("torchport.models",),
     ("torchport.train",),

@@ -29,6 +29,7 @@ from torchport.data import DataSplits, load_data
 from torchport.errors import ConfigError, first_line
 from torchport.export.deployable import TrainedRun, load_trained_run
 from torchport.models.compose import build_model
+from torchport.progress import working
 from torchport.verify.bundle import VerifyReport, verify_report
 from torchport.verify.variants import open_run_bundle, optimize_bundle
 
@@ -73,7 +74,8 @@ def _export_onnx(run: TrainedRun, bundle_dir: Path, console: Console) -> Artifac
 
     started = time.perf_counter()
     metadata = {k: str(v) for k, v in provenance(run).model_dump().items()}
-    onnx_path = export_onnx(run, bundle_dir / "model.onnx", metadata)
+    with working(console, "exporting ONNX"):
+        onnx_path = export_onnx(run, bundle_dir / "model.onnx", metadata)
     console.print(f"exported {onnx_path} ({onnx_path.stat().st_size:,} bytes) in {time.perf_counter() - started:.1f} s")
     return artifact_entry(bundle_dir, onnx_path, "onnx", "onnxruntime", run.config.export.opset)
 
@@ -93,7 +95,8 @@ def _export_aoti(run: TrainedRun, bundle_dir: Path, console: Console) -> Artifac
         console.print("[yellow]skipped model.pt2:[/] no C++ compiler found (install g++ to build the C++ package)")
         return None
     started = time.perf_counter()
-    pt2_path = export_aoti(run, bundle_dir / "model.pt2")
+    with working(console, "exporting and compiling model.pt2 (AOTInductor)"):
+        pt2_path = export_aoti(run, bundle_dir / "model.pt2")
     console.print(f"exported {pt2_path} ({pt2_path.stat().st_size:,} bytes) in {time.perf_counter() - started:.1f} s")
     return artifact_entry(bundle_dir, pt2_path, "aoti", "torch.aoti")
 
@@ -182,7 +185,7 @@ def optimize_report(bundle_dir: Path, console: Console | None = None) -> Optimiz
     if not settings.variants:
         console.print("no variants requested (export.variants is empty)")
         return OptimizeReport([], True)
-    outcomes = optimize_bundle(target, console.print)
+    outcomes = optimize_bundle(target, console.print, console=console)
     console.print(variants_table(target.bundle.manifest))
     report = OptimizeReport(outcomes, not ([o for o in outcomes if o.status != "kept"] and settings.strict_variants))
     left_out = [o.path for o in report.left_out]  # variants_table above gives the reasons

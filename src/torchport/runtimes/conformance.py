@@ -21,14 +21,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from torchport.bundle.manifest import DTYPES, Artifact, Bundle, ConformanceResult, OutputParity, read_bundle
 from torchport.errors import TorchportError, UsageError
+from torchport.progress import working
 from torchport.registry import CLIENTS, RUNTIMES
 from torchport.runtimes.base import Runtime, RuntimeMissing, install_files, run_process_group
 from torchport.verify.parity import Tolerance, compare
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MIN_REDUCED_AGREEMENT = 0.9
 SERVER_HELP = (
@@ -129,9 +134,11 @@ def run_one(
     runner_dir: Path,
     golden_outputs: Mapping[str, np.ndarray],
     server: str | None = None,
+    console: Console | None = None,
 ) -> ConformanceResult:
     """Run one runner on one artifact (a client: against ``server``, which serves that artifact) in a subprocess
-    and judge its outputs against ``golden_outputs``."""
+    and judge its outputs against ``golden_outputs``; on a terminal ``console`` a spinner shows it building and
+    running."""
     tol = _tolerance(bundle, artifact)
     base = {
         "runtime": runtime.name,
@@ -147,8 +154,10 @@ def run_one(
         target = server if runtime.over_server and server else artifact.path
         start = time.perf_counter()
         try:
-            argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), target, out)  # may build it first
-            code, stdout, stderr = run_process_group(argv, runtime.timeout_s, {**os.environ, **runtime.env()})
+            with working(console, f"building the {runtime.name} runner"):
+                argv = runtime.command(bundle.root.resolve(), runner_dir.resolve(), target, out)  # may build it
+            with working(console, f"running the {runtime.name} runner on {artifact.path}"):
+                code, stdout, stderr = run_process_group(argv, runtime.timeout_s, {**os.environ, **runtime.env()})
         except subprocess.TimeoutExpired:
             return ConformanceResult(status="error", reason=f"timed out after {runtime.timeout_s:.0f} s", **base)
         except (OSError, TorchportError) as exc:
@@ -176,12 +185,18 @@ def run_one(
 
 
 def run_conformance(
-    bundle_dir: Path, runtimes: Iterable[Runtime], explicit: bool, save: bool = True, server: str | None = None
+    bundle_dir: Path,
+    runtimes: Iterable[Runtime],
+    explicit: bool,
+    save: bool = True,
+    server: str | None = None,
+    console: Console | None = None,
 ) -> list[ConformanceResult]:
     """Run each runtime on each artifact it supports; a missing prerequisite is an error only when ``explicit``.
 
     v2 clients call ``server`` (a URL, or 'local': a `torchport serve` of this bundle started for the run) with
-    the artifact the server answers with by default, the bundle's first fp32 ONNX model.
+    the artifact the server answers with by default, the bundle's first fp32 ONNX model. On a terminal
+    ``console`` a spinner names each runner while it builds and runs.
     """
     bundle = read_bundle(bundle_dir)
     chosen = list(runtimes)
@@ -193,7 +208,7 @@ def run_conformance(
     with contextlib.ExitStack() as stack:
         if server == "local" and any(r.over_server for r in chosen):
             server = _start_local_server(stack, bundle.root)
-        results = _run_all(bundle, chosen, explicit, server)
+        results = _run_all(bundle, chosen, explicit, server, console)
     if save:
         bundle.manifest.conformance = results
         bundle.save()
@@ -209,7 +224,9 @@ def _start_local_server(stack: contextlib.ExitStack, bundle_dir: Path) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _run_all(bundle: Bundle, chosen: list[Runtime], explicit: bool, server: str | None) -> list[ConformanceResult]:
+def _run_all(
+    bundle: Bundle, chosen: list[Runtime], explicit: bool, server: str | None, console: Console | None = None
+) -> list[ConformanceResult]:
     results: list[ConformanceResult] = []
     golden_outputs: dict[str, np.ndarray] | None = None  # read once, when the first runner is about to run
     for runtime in chosen:
@@ -239,7 +256,9 @@ def _run_all(bundle: Bundle, chosen: list[Runtime], explicit: bool, server: str 
         runner_dir = install_files(runtime, bundle.root)
         if golden_outputs is None:
             golden_outputs = read_golden(bundle)
-        results.extend(run_one(runtime, bundle, artifact, runner_dir, golden_outputs, server) for artifact in artifacts)
+        results.extend(
+            run_one(runtime, bundle, artifact, runner_dir, golden_outputs, server, console) for artifact in artifacts
+        )
     return results
 
 
@@ -324,15 +343,19 @@ class ConformanceReport:
 
 
 def check_conformance(
-    bundle: Path, runtimes: str = "all", server: str | None = None, save: bool = False
+    bundle: Path, runtimes: str = "all", server: str | None = None, save: bool = False, console: Console | None = None
 ) -> ConformanceReport:
-    """Run the runtimes ``runtimes`` names ('all' or 'python,node'); the results go into the manifest if ``save``."""
+    """Run the runtimes ``runtimes`` names ('all' or 'python,node'); the results go into the manifest if ``save``.
+    On a terminal ``console`` a spinner shows each runner building and running."""
     chosen, explicit = choose(runtimes, server)
-    return ConformanceReport(run_conformance(bundle, chosen, explicit, save=save, server=server))
+    return ConformanceReport(run_conformance(bundle, chosen, explicit, save=save, server=server, console=console))
 
 
 def conformance_command(bundle: Path, runtimes: str, json_path: Path | None, server: str | None = None) -> int:
-    report = check_conformance(bundle, runtimes, server, save=True)
+    from rich.console import Console
+
+    # the spinner goes to stderr, and only when that is a terminal: stdout keeps just the table and summary
+    report = check_conformance(bundle, runtimes, server, save=True, console=Console(stderr=True))
     print(report.table())
     if json_path is not None:
         json_path.write_text(json.dumps([r.model_dump() for r in report.results], indent=2) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,10 +22,14 @@ from torchport.errors import UsageError, first_line
 from torchport.export.measure import BATCHES, THREADS, measure_latency
 from torchport.export.optimize import VariantSource, calibration_samples
 from torchport.export.variants import Variant
+from torchport.progress import working
 from torchport.registry import VARIANTS
 from torchport.verify.bundle import ParityContext, check_artifact, parity_context
 from torchport.verify.gates import accuracy_gate, describe_gate, evaluate_artifact, parity_problem
 from torchport.verify.parity import random_inputs
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Say = Callable[[str], object]
 
@@ -53,8 +58,9 @@ def open_run_bundle(bundle_dir: Path) -> RunBundle:
     return RunBundle(bundle, context, context.run.config, context.data)
 
 
-def optimize_bundle(target: RunBundle, say: Say) -> list[VariantOutcome]:
-    """Build, gate and measure every variant in ``export.variants``; the manifest is saved at the end."""
+def optimize_bundle(target: RunBundle, say: Say, console: Console | None = None) -> list[VariantOutcome]:
+    """Build, gate and measure every variant in ``export.variants``; the manifest is saved at the end. On a
+    terminal ``console`` a spinner names the variant being built and checked."""
     bundle, settings = target.bundle, target.config.export
     drop_variants(bundle)
     source, source_path = _gated_source(target)
@@ -66,7 +72,8 @@ def optimize_bundle(target: RunBundle, say: Say) -> list[VariantOutcome]:
     )
     outcomes = []
     for name in settings.variants:
-        outcome, verification = _try_variant(target, VARIANTS.get(name), source, made_from)
+        with working(console, f"building and checking variant {name}"):
+            outcome, verification = _try_variant(target, VARIANTS.get(name), source, made_from)
         outcomes.append(outcome)
         if outcome.status == "kept":
             say(f"[green]kept[/] {_kept_line(bundle, outcome.path, source)}")
@@ -75,7 +82,8 @@ def optimize_bundle(target: RunBundle, say: Say) -> list[VariantOutcome]:
         if verification is not None:
             _record(bundle, verification)
     if settings.latency_iterations:
-        measure_latencies(bundle, settings.latency_iterations)
+        with working(console, "measuring latencies"):
+            measure_latencies(bundle, settings.latency_iterations)
     bundle.manifest.variants = outcomes
     bundle.save()
     return outcomes
