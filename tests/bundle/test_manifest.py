@@ -93,9 +93,8 @@ def test_table_columns_are_optional_and_checked(digits_run: Path) -> None:
     """Bundles written before ``preprocessing.columns`` existed still read (no table); a bad entry is one line."""
     manifest_path = digits_run / "bundle" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["preprocessing"]["columns"] == []  # digits takes images, not table rows
-    del manifest["preprocessing"]["columns"]
-    manifest_path.write_text(json.dumps(manifest))
+    # digits takes images, not table rows: written without the key, as before it existed (older readers refuse it)
+    assert "columns" not in manifest["preprocessing"]
     assert read_bundle(digits_run / "bundle").manifest.preprocessing.columns == []
     manifest["preprocessing"]["columns"] = [{"name": "colour", "kind": "ordinal", "categories": ["red"]}]
     manifest_path.write_text(json.dumps(manifest))
@@ -103,3 +102,8 @@ def test_table_columns_are_optional_and_checked(digits_run: Path) -> None:
         BundleError, match=r"preprocessing\.columns\.0\.kind: Input should be 'numeric' or 'categorical'"
     ):
         read_bundle(digits_run / "bundle")
+
+
+def test_a_tables_bundle_writes_its_columns(exported_houses: Path) -> None:
+    houses = json.loads((exported_houses / "bundle" / "manifest.json").read_text())
+    assert [column["name"] for column in houses["preprocessing"]["columns"]][-1] == "neighbourhood"

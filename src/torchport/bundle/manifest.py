@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from torchport.errors import BundleError
 
@@ -128,6 +128,15 @@ class Preprocessing(_Model):
         "(numbers as float32, categories one-hot); empty when the input is not a table",
     )
     description: str = ""
+
+    @model_serializer(mode="wrap")
+    def _columns_only_for_tables(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An image or array bundle is written without ``columns``, exactly as before the key existed, so a
+        torchport that predates it (its readers refuse unknown keys) still opens the bundle."""
+        dumped: dict[str, Any] = handler(self)
+        if not self.columns:
+            dumped.pop("columns", None)
+        return dumped
 
 
 class OutputParity(_Model):
