@@ -24,30 +24,48 @@ def quiet_console() -> Console:
     return Console(quiet=True)
 
 
-@pytest.fixture(scope="session")
-def exported_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits run trained for a few epochs and exported to ONNX (no .pt2, to keep the session fast)."""
+def _trained_and_exported(tmp_path_factory: pytest.TempPathFactory, example: str) -> Path:
+    """``examples/<example>.yaml`` trained for 3 epochs and exported to ONNX (no .pt2, to keep the session fast)."""
     from torchport.pipeline import export_stage
     from torchport.train.loop import train
 
-    run_dir = tmp_path_factory.mktemp("digits") / "run"
-    config = load_config(EXAMPLES / "digits.yaml", ["train.epochs=3", "export.aoti=false"])
+    run_dir = tmp_path_factory.mktemp(example) / "run"
+    config = load_config(EXAMPLES / f"{example}.yaml", ["train.epochs=3", "export.aoti=false"])
     train(config, run_dir, console=quiet_console())
     export_stage(run_dir, quiet_console())
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN, trained briefly and exported."""
+    return _trained_and_exported(tmp_path_factory, "digits")
 
 
 @pytest.fixture(scope="session")
 def exported_houses(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/tabular_csv.yaml (a CSV with a categorical column) trained for 3 epochs and exported to ONNX."""
-    from torchport.pipeline import export_stage
-    from torchport.train.loop import train
+    """examples/tabular_csv.yaml (a CSV with a categorical column), trained briefly and exported."""
+    return _trained_and_exported(tmp_path_factory, "tabular_csv")
 
-    run_dir = tmp_path_factory.mktemp("houses") / "run"
-    config = load_config(EXAMPLES / "tabular_csv.yaml", ["train.epochs=3", "export.aoti=false"])
-    train(config, run_dir, console=quiet_console())
-    export_stage(run_dir, quiet_console())
-    return run_dir
+
+@pytest.fixture(scope="session")
+def exported_iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, different model: the iris MLP, trained briefly and exported."""
+    return _trained_and_exported(tmp_path_factory, "iris_mlp")
+
+
+@pytest.fixture(scope="session")
+def digits_with_int8(exported_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's digits run with only the INT8 variant added (`torchport optimize`, no timing)."""
+    from torchport.pipeline import optimize_stage
+
+    run = tmp_path_factory.mktemp("digits_int8") / "run"
+    shutil.copytree(exported_digits, run)
+    config = load_config(run / "config.yaml", ['export.variants=["int8"]', "export.latency_iterations=0"])
+    (run / "config.yaml").write_text(config.to_yaml())
+    assert optimize_stage(run / "bundle", quiet_console())
+    assert (run / "bundle" / "model.int8.onnx").is_file()
+    return run / "bundle"
 
 
 @pytest.fixture

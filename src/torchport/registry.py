@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -24,11 +24,14 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A mapping of short names to components with helpful errors on unknown names."""
 
-    def __init__(self, kind: str, hint: str = "", providers: Iterable[str] = ()) -> None:
+    def __init__(
+        self, kind: str, hint: str = "", providers: Iterable[str] = (), lazy: Mapping[str, str] | None = None
+    ) -> None:
+        """``lazy``: built-in names and the ``module:attr`` each stands for, imported on first use."""
         self.kind = kind
         self.hint = hint  # appended to the unknown-name error: where the user can see or add names
         self._items: dict[str, T] = {}
-        self._lazy: dict[str, str] = {}
+        self._lazy: dict[str, str] = dict(lazy or {})
         self._providers = list(providers)
 
     def register(self, name: str, item: T) -> T:
@@ -143,49 +146,53 @@ def register_block(name: str) -> Callable[[T], T]:
 
 # The built-in data sources, runtimes and export variants, by where they live: listing or validating their names
 # imports none of them (so a config error never imports torch); using one imports its module.
-DATA_SOURCES: Registry[Callable[..., Any]] = Registry("data source")
-for _name, _target in {
-    "digits": "torchport.data.sources:read_digits",
-    "iris": "torchport.data.sources:read_iris",
-    "wine": "torchport.data.sources:read_wine",
-    "breast_cancer": "torchport.data.sources:read_breast_cancer",
-    "csv": "torchport.data.sources:read_csv",
-    "parquet": "torchport.data.sources:read_parquet",
-    "npy": "torchport.data.sources:read_npy",
-    "npz": "torchport.data.sources:read_npz",
-    "image_folder": "torchport.data.sources:read_image_folder",
-}.items():
-    DATA_SOURCES.register_lazy(_name, _target)
+DATA_SOURCES: Registry[Callable[..., Any]] = Registry(
+    "data source",
+    lazy={
+        "digits": "torchport.data.sources:read_digits",
+        "iris": "torchport.data.sources:read_iris",
+        "wine": "torchport.data.sources:read_wine",
+        "breast_cancer": "torchport.data.sources:read_breast_cancer",
+        "csv": "torchport.data.sources:read_csv",
+        "parquet": "torchport.data.sources:read_parquet",
+        "npy": "torchport.data.sources:read_npy",
+        "npz": "torchport.data.sources:read_npz",
+        "image_folder": "torchport.data.sources:read_image_folder",
+    },
+)
 
 # Conformance runtimes, in the order `torchport conformance` runs them; the v2 clients run only against a server.
-RUNTIMES: Registry[Any] = Registry("runtime")
-for _name, _target in {
-    "python": "torchport.runtimes.python:PYTHON",
-    "openvino": "torchport.runtimes.python:OPENVINO",
-    "node": "torchport.runtimes.node:RUNTIME",
-    "browser": "torchport.runtimes.browser:RUNTIME",
-    "cpp": "torchport.runtimes.cpp:RUNTIME",
-    "c": "torchport.runtimes.c:RUNTIME",
-    "java": "torchport.runtimes.java:RUNTIME",
-    "go": "torchport.runtimes.go:RUNTIME",
-    "rust": "torchport.runtimes.rust:RUNTIME",
-}.items():
-    RUNTIMES.register_lazy(_name, _target)
+RUNTIMES: Registry[Any] = Registry(
+    "runtime",
+    lazy={
+        "python": "torchport.runtimes.python:PYTHON",
+        "openvino": "torchport.runtimes.python:OPENVINO",
+        "node": "torchport.runtimes.node:RUNTIME",
+        "browser": "torchport.runtimes.browser:RUNTIME",
+        "cpp": "torchport.runtimes.cpp:RUNTIME",
+        "c": "torchport.runtimes.c:RUNTIME",
+        "java": "torchport.runtimes.java:RUNTIME",
+        "go": "torchport.runtimes.go:RUNTIME",
+        "rust": "torchport.runtimes.rust:RUNTIME",
+    },
+)
 
-CLIENTS: Registry[Any] = Registry("v2 client")
-for _name, _target in {
-    "csharp": "torchport.clients:CSHARP",
-    "r": "torchport.clients:R",
-    "java-v2": "torchport.clients:JAVA",
-}.items():
-    CLIENTS.register_lazy(_name, _target)
+CLIENTS: Registry[Any] = Registry(
+    "v2 client",
+    lazy={
+        "csharp": "torchport.clients:CSHARP",
+        "r": "torchport.clients:R",
+        "java-v2": "torchport.clients:JAVA",
+    },
+)
 
 # Export variants built beside model.onnx by `torchport optimize`: each a Variant (file name and builder).
-VARIANTS: Registry[Any] = Registry("variant")
-for _name, _target in {
-    "optimized": "torchport.export.variants:OPTIMIZED",
-    "int8": "torchport.export.variants:INT8",
-    "fp16": "torchport.export.variants:FP16",
-    "ort": "torchport.export.variants:ORT",
-}.items():
-    VARIANTS.register_lazy(_name, _target)
+VARIANTS: Registry[Any] = Registry(
+    "variant",
+    lazy={
+        "optimized": "torchport.export.variants:OPTIMIZED",
+        "int8": "torchport.export.variants:INT8",
+        "fp16": "torchport.export.variants:FP16",
+        "ort": "torchport.export.variants:ORT",
+    },
+)

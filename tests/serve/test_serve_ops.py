@@ -4,7 +4,6 @@ INT8 variant served side by side — each against a real server process and chec
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rich.console import Console
 from serve_helpers import digits, http, metric, ort_outputs, running_server, server_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -211,32 +209,9 @@ def test_full_queue_answers_503_and_the_rest_are_served(exported_digits: Path, t
 
 
 @pytest.fixture(scope="module")
-def digits_with_int8(exported_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's digits run with only the INT8 variant added (`torchport optimize`, no timing)."""
-    from torchport.config import load_config
-    from torchport.pipeline import optimize_stage
-
-    run = tmp_path_factory.mktemp("digits_int8") / "run"
-    shutil.copytree(exported_digits, run)
-    config = load_config(run / "config.yaml", ['export.variants=["int8"]', "export.latency_iterations=0"])
-    (run / "config.yaml").write_text(config.to_yaml())
-    assert optimize_stage(run / "bundle", Console(quiet=True))
-    assert (run / "bundle" / "model.int8.onnx").is_file()
-    return run / "bundle"
-
-
-@pytest.fixture(scope="module")
-def iris_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second, different model: the iris MLP (3 epochs; about two seconds)."""
-    from torchport.config import load_config
-    from torchport.pipeline import export_stage
-    from torchport.train.loop import train
-
-    run = tmp_path_factory.mktemp("iris") / "run"
-    config = load_config(ROOT / "examples" / "iris_mlp.yaml", ["train.epochs=3", "export.aoti=false"])
-    train(config, run, console=Console(quiet=True))
-    export_stage(run, Console(quiet=True))
-    return run / "bundle"
+def iris_bundle(exported_iris: Path) -> Path:
+    """A second, different model beside digits."""
+    return exported_iris / "bundle"
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,15 @@ from torchport.errors import UsageError
 from torchport.registry import Registry
 
 #: ``--to`` name -> ``write(bundle, out, options)``, which fills the empty folder ``out``
-TARGETS: Registry[Callable[..., None]] = Registry("package target")
-for _name, _target in {
-    "triton": "torchport.package.triton:write_triton",
-    "kserve": "torchport.package.kserve:write_kserve",
-    "mlflow": "torchport.package.mlflow_model:write_mlflow",
-    "onnx-test-data": "torchport.package.onnx_test_data:write_test_data",
-}.items():
-    TARGETS.register_lazy(_name, _target)
+TARGETS: Registry[Callable[..., None]] = Registry(
+    "package target",
+    lazy={
+        "triton": "torchport.package.triton:write_triton",
+        "kserve": "torchport.package.kserve:write_kserve",
+        "mlflow": "torchport.package.mlflow_model:write_mlflow",
+        "onnx-test-data": "torchport.package.onnx_test_data:write_test_data",
+    },
+)
 
 
 def package_bundle(
