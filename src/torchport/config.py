@@ -74,6 +74,11 @@ class DataConfig(StrictModel):
     skip_corrupt: bool = False
     # training-only augmentation, torchvision.transforms.v2 by name: [{random_crop: {size: 32, padding: 4}}, ...]
     augment: list[Any] = Field(default_factory=list)
+    # auto: samples that would take over 512 MiB in memory are read per batch (image files, .npy rows, tables)
+    in_memory: Literal["auto"] | bool = "auto"
+    chunk_rows: int = Field(65536, ge=1)  # CSV and Parquet are read this many rows at a time, never whole
+    stats_samples: int = Field(10000, ge=1)  # samples read per batch: normalisation statistics from this many
+    cache_dir: Path | None = None  # large tables' encoded features; default $XDG_CACHE_HOME/torchport or ~/.cache
 
     @field_validator("source")
     @classmethod
@@ -243,9 +248,9 @@ class Config(StrictModel):
         # Nor where it logs to; keys added since leave the hash of a config that keeps their defaults (old runs resume).
         added_since = {"precision": "fp32", "accumulate_steps": 1, "early_stopping": None}
         added = {key for key, default in added_since.items() if getattr(self.train, key) == default}
-        data_added = {
-            key for key, default in {"skip_corrupt": False, "augment": []}.items() if getattr(self.data, key) == default
-        }
+        data_defaults = {"skip_corrupt": False, "augment": [], "in_memory": "auto", "stats_samples": 10000}
+        data_added = {key for key, default in data_defaults.items() if getattr(self.data, key) == default}
+        data_added |= {"chunk_rows", "cache_dir"}  # how data is read, not what it is
         excluded: dict[str, Any] = {"bench": True, "train": {"dist_timeout_s", "loggers", *added}, "data": data_added}
         dumped = self.model_dump(mode="json", exclude=excluded)
         # Where the files lie is not what they are: the config's folder (and other import paths) move with a
@@ -332,7 +337,8 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
     def absolute(value: Path | None) -> Path | None:
         return None if value is None else (base_dir / value).resolve()
 
-    resolved_data = data.model_copy(update={"path": absolute(data.path), "targets": absolute(data.targets)})
+    paths = {key: absolute(getattr(data, key)) for key in ("path", "targets", "cache_dir")}
+    resolved_data = data.model_copy(update=paths)
     import_paths = [base_dir.resolve()] + [Path(absolute(p) or p) for p in config.import_paths]
     unique_paths = list(dict.fromkeys(import_paths))
     return config.model_copy(update={"data": resolved_data, "import_paths": unique_paths})

@@ -153,11 +153,11 @@ DATA_SOURCES: Registry[Callable[..., Any]] = Registry(
         "iris": "torchport.data.sources:read_iris",
         "wine": "torchport.data.sources:read_wine",
         "breast_cancer": "torchport.data.sources:read_breast_cancer",
-        "csv": "torchport.data.sources:read_csv",
-        "parquet": "torchport.data.sources:read_parquet",
+        "csv": "torchport.data.tables:read_csv",
+        "parquet": "torchport.data.tables:read_parquet",
         "npy": "torchport.data.sources:read_npy",
         "npz": "torchport.data.sources:read_npz",
-        "image_folder": "torchport.data.sources:read_image_folder",
+        "image_folder": "torchport.data.images:read_image_folder",
     },
 )
 

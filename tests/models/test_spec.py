@@ -36,7 +36,7 @@ CHECKPOINT_META_KEYS = {
     "source",
 }
 # Keys added since, which a checkpoint written before them lacks: ``from_dict`` reads them as their default.
-LATER_META_KEYS = {"columns"}
+LATER_META_KEYS = {"columns", "stats_samples"}
 
 
 @pytest.fixture(scope="module")

@@ -100,6 +100,7 @@ def preprocessing(run: TrainedRun) -> Preprocessing:
             "mean": mean.flatten().tolist(),
             "std": std.flatten().tolist(),
             "broadcast_shape": list(mean.shape),
+            **({"from_samples": run.meta.stats_samples} if run.meta.stats_samples else {}),
         },
         input_range=[run.meta.input_min, run.meta.input_max],
         feature_names=list(run.meta.feature_names),

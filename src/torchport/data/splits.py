@@ -15,8 +15,9 @@ from typing import Literal
 import numpy as np
 
 from torchport.config import DataConfig, SplitConfig
+from torchport.data.rows import Array, Rows, take
 from torchport.data.sources import RawData, read_source
-from torchport.data.stats import input_stats, target_stats
+from torchport.data.stats import input_stats, streamed_input_stats, target_stats
 from torchport.data.targets import Targets, encode_targets
 from torchport.errors import DataError
 from torchport.tabular import ColumnEncoding
@@ -24,7 +25,7 @@ from torchport.tabular import ColumnEncoding
 
 @dataclass
 class Split:
-    x: np.ndarray  # (N, *input_shape) float32, or int64 for integer features (token ids)
+    x: Array  # (N, *input_shape) float32, or int64 for integer features (token ids); Rows when read on demand
     y: np.ndarray  # classification: int64 (N,) in 0..K-1; regression: float32 (N, T)
 
     def __len__(self) -> int:
@@ -51,6 +52,7 @@ class DataSplits:
     source: str  # "digits", "csv:/abs/path.csv"
     columns: tuple[ColumnEncoding, ...] = ()  # tables: how raw columns become the features; () for the others
     skipped: tuple[str, ...] = ()  # image files skipped as undecodable (data.skip_corrupt); len() is the count
+    stats_samples: int = 0  # how many training samples the input statistics came from (all, unless read lazily)
 
 
 def load_data(cfg: DataConfig, seed: int) -> DataSplits:
@@ -59,7 +61,7 @@ def load_data(cfg: DataConfig, seed: int) -> DataSplits:
     targets = encode_targets(raw.y, cfg.task, raw.y_key)
     labels = targets.y if targets.task == "classification" and cfg.split.stratify else None
     train, val, test = split_indices(len(raw.x), labels, cfg.split, seed)
-    return _assemble(raw, targets, cfg.normalize, (train, val, test))
+    return _assemble(raw, targets, cfg, (train, val, test), seed)
 
 
 def split_indices(
@@ -111,7 +113,7 @@ def _check_samples(raw: RawData) -> None:
             f"{raw.y_key}: {len(raw.y)} targets for {len(raw.x)} samples ({raw.x_key}); "
             "features and targets must have the same length"
         )
-    if raw.x.dtype.kind == "f":
+    if raw.x.dtype.kind == "f" and not isinstance(raw.x, Rows):  # lazy sources check as they read
         bad = ~np.isfinite(raw.x.reshape(len(raw.x), -1)).all(axis=1)
         if bad.any():
             raise DataError(
@@ -121,10 +123,10 @@ def _check_samples(raw: RawData) -> None:
 
 
 def _assemble(
-    raw: RawData, targets: Targets, normalize: bool, indices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    raw: RawData, targets: Targets, cfg: DataConfig, indices: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int
 ) -> DataSplits:
-    train, val, test = (Split(raw.x[idx], targets.y[idx]) for idx in indices)
-    input_mean, input_std = input_stats(train.x, normalize)
+    train, val, test = (Split(take(raw.x, idx), targets.y[idx]) for idx in indices)
+    input_mean, input_std, input_min, input_max, stats_samples = _input_stats(train.x, cfg, seed)
     target_mean, target_std = target_stats(train.y) if targets.task == "regression" else (None, None)
     return DataSplits(
         train=train,
@@ -140,9 +142,24 @@ def _assemble(
         input_std=input_std,
         target_mean=target_mean,
         target_std=target_std,
-        input_min=float(train.x.min()),
-        input_max=float(train.x.max()),
+        input_min=input_min,
+        input_max=input_max,
         source=raw.source,
         columns=raw.columns,
         skipped=raw.skipped,
+        stats_samples=stats_samples,
     )
+
+
+def _input_stats(x: Array, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+    """Mean, std, min, max and how many training samples they came from: all of an in-memory split (exact, and
+    cheap); a seeded random ``data.stats_samples`` of one read on demand, read a part at a time (reading all of
+    a split larger than memory just for a mean would cost a whole epoch)."""
+    if not isinstance(x, Rows):
+        mean, std = input_stats(x, cfg.normalize)
+        return mean, std, float(x.min()), float(x.max()), len(x)
+    count = min(len(x), cfg.stats_samples)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(x), size=count, replace=False))
+    parts = (x[chosen[start : start + 1024]] for start in range(0, count, 1024))
+    mean, std, low, high = streamed_input_stats(parts, tuple(x.shape[1:]), cfg.normalize)
+    return mean, std, low, high, count

@@ -7,6 +7,8 @@ since a pixel's position says nothing about its scale; vectors get one statistic
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 
@@ -29,6 +31,29 @@ def input_stats(x: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]
     mean = x.mean(axis=axes, dtype=np.float64).reshape(shape)
     std = x.std(axis=axes, dtype=np.float64).reshape(shape)
     return mean.astype(np.float32), _nonzero(std)
+
+
+def streamed_input_stats(
+    parts: Iterable[np.ndarray], sample_shape: tuple[int, ...], normalize: bool
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """``input_stats`` plus the min and max, over samples that arrive a part at a time (each (n, *sample_shape)):
+    sums in float64, so a sample of images never sits in memory whole."""
+    shape = stats_shape(sample_shape)
+    total = np.zeros(shape[0], np.float64)
+    squares = np.zeros(shape[0], np.float64)
+    count, low, high, floating = 0, np.inf, -np.inf, True
+    for part in parts:
+        floating = part.dtype.kind == "f"
+        values = part.astype(np.float64).reshape(len(part), shape[0], -1)
+        total += values.sum(axis=(0, 2))
+        squares += np.square(values).sum(axis=(0, 2))
+        count += values.shape[0] * values.shape[2]
+        low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if not normalize or not floating or count == 0:
+        return np.zeros(shape, np.float32), np.ones(shape, np.float32), low, high
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return mean.reshape(shape).astype(np.float32), _nonzero(std.reshape(shape)), low, high
 
 
 def target_stats(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 # Keys that checkpoints written before them lack; ``from_dict`` reads their absence as the default.
-OPTIONAL_META_KEYS = frozenset({"columns"})
+OPTIONAL_META_KEYS = frozenset({"columns", "stats_samples"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class ModelMeta:
     input_max: float
     source: str  # "digits", "csv:/abs/path.csv"
     columns: tuple[ColumnEncoding, ...] = ()  # tables: how raw columns become the features; () for the others
+    stats_samples: int = 0  # training samples input_mean/std came from; 0 in checkpoints older than the field
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's ``meta`` entry: lists, not tuples, exactly as checkpoints have always held it."""
@@ -95,6 +96,7 @@ class ModelMeta:
             input_max=float(meta["input_max"]),
             source=str(meta["source"]),
             columns=_columns(meta.get("columns", []), where),
+            stats_samples=int(meta.get("stats_samples", 0)),
         )
 
 
@@ -124,6 +126,7 @@ def model_meta(data: DataSplits) -> ModelMeta:
         input_max=float(data.input_max),
         source=data.source,
         columns=tuple(data.columns),
+        stats_samples=data.stats_samples,
     )
 
 

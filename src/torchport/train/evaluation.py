@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,13 +38,14 @@ def evaluate(
     world = world or World()
     if len(split.x) == 0:
         return {}
-    indices = distributed.shard(len(split.x), world)
-    inputs, targets = split.x[indices.start :: indices.step], split.y[indices.start :: indices.step]
+    mine_only = np.asarray(distributed.shard(len(split.x), world), dtype=np.int64)
+    targets = split.y[mine_only]
     model.eval()
     outputs = []
     with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            batch = torch.as_tensor(inputs[start : start + batch_size]).to(device)
+        for start in range(0, len(mine_only), batch_size):
+            # Read per batch: a split read on demand (image files, a large table) never sits in memory whole.
+            batch = torch.as_tensor(split.x[mine_only[start : start + batch_size]]).to(device)
             outputs.append(model(batch).float().cpu())
     model.train()
     mine = (torch.cat(outputs) if outputs else torch.empty(0), torch.as_tensor(targets))

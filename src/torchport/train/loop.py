@@ -128,7 +128,9 @@ def _train(
     if world.is_writer:
         _prepare_run_dir(run)
     augment = build_augment(config.data.augment, config.seed, run.data.input_shape)  # training batches only
-    loader = batch_loader(run.data.train, run.sampler, config.data.num_workers, config.seed, augment)
+    loader = batch_loader(
+        run.data.train, run.sampler, config.data.num_workers, config.seed, augment, pin_memory=run.device.type == "cuda"
+    )
     run.started = time.perf_counter()
     run.network.train()
     resumed = run.position.global_step > 0

@@ -17,14 +17,27 @@ import numpy as np
 from torchport.bundle.manifest import AccuracyGate, ArtifactVerification
 from torchport.sessions import onnx_predictor
 
+EVALUATION_CHUNK = 4096
+
 
 def evaluate_artifact(path: Path, x: np.ndarray, y: np.ndarray, task: str, output_name: str) -> float:
     """The training metric over a split, the artifact run in ONNX Runtime: accuracy, or RMSE in target units."""
-    output = onnx_predictor(path)(x)[output_name]
+    predict = onnx_predictor(path)
+    hits, squares, count = 0.0, 0.0, 0
+    for start in range(0, len(x), EVALUATION_CHUNK):  # a chunk at a time: x may be read from disk on demand
+        output = predict(np.asarray(x[start : start + EVALUATION_CHUNK]))[output_name]
+        truth = y[start : start + EVALUATION_CHUNK]
+        if task == "classification":
+            hits += float((output.argmax(axis=1) == truth).sum())
+        else:
+            target = truth.reshape(output.shape) if truth.size == output.size else truth
+            squares += float(np.sum((output.astype(np.float64) - target) ** 2))
+        count += output.size if task != "classification" else len(output)
+    if count == 0:
+        return math.nan
     if task == "classification":
-        return float((output.argmax(axis=1) == y).mean())
-    target = y.reshape(output.shape) if y.size == output.size else y
-    return float(np.sqrt(np.mean((output.astype(np.float64) - target) ** 2)))
+        return hits / count
+    return float(np.sqrt(squares / count))
 
 
 def accuracy_gate(task: str, value: float, reference: float, max_drop: float) -> AccuracyGate:

@@ -1,0 +1,310 @@
+"""CSV and Parquet tables, read a chunk at a time so that a table larger than memory can be trained on.
+
+A table is read twice, ``data.chunk_rows`` rows at a time, and never whole. The first pass (``_survey``) picks
+the columns, counts the rows and missing values, collects the targets (one value per row: small) and the
+distinct values of the categorical columns. The second pass encodes each chunk into float32 features with the
+very function the server and ``Bundle.predict`` use (``torchport.tabular.encode_rows``), into one array when
+the features fit in memory (``data.in_memory``), else into a ``.npy`` file in the cache (``table_cache.py``)
+that training reads row by row, in whatever order the sampler chose.
+
+Column kinds are decided by the first chunk; a later chunk that turns a number column into text is named,
+since encoding it as a number would fail halfway through a long read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from torchport.config import DataConfig
+from torchport.data.rows import Array
+from torchport.data.sources import MEMORY_LIMIT_BYTES, RawData, existing
+from torchport.data.table_cache import cached_features
+from torchport.errors import DataError, first_line, suggest
+from torchport.tabular import ColumnEncoding, encode_rows, feature_names, learn_encodings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def read_csv(cfg: DataConfig) -> RawData:
+    path = existing(cfg.path, "data.path", cfg.source)
+    return _read_table(TableFile(path, "CSV", cfg.chunk_rows), cfg, f"csv:{path}")
+
+
+def read_parquet(cfg: DataConfig) -> RawData:
+    path = existing(cfg.path, "data.path", cfg.source)
+    return _read_table(TableFile(path, "Parquet", cfg.chunk_rows), cfg, f"parquet:{path}")
+
+
+@dataclass
+class TableFile:
+    """One CSV or Parquet file, read as data frames of at most ``chunk_rows`` rows."""
+
+    path: Path
+    kind: str  # "CSV" or "Parquet"
+    chunk_rows: int
+
+    def column_names(self) -> list[str]:
+        with self._reading():
+            if self.kind == "CSV":
+                import pandas as pd
+
+                return [str(name) for name in pd.read_csv(self.path, nrows=0).columns]
+            import pyarrow.parquet as pq
+
+            schema = pq.ParquetFile(self.path).schema_arrow
+            index = {str(name) for name in (schema.pandas_metadata or {}).get("index_columns", [])}
+            # A DataFrame saved with its index stores it as a column; pandas reads it back as the index, not data.
+            return [str(name) for name in schema.names if str(name) not in index]
+
+    def frames(self, names: list[str]) -> Iterator[pd.DataFrame]:
+        """Each chunk of the columns ``names``, in file order; a read error is one line naming the file."""
+        with self._reading():
+            for frame in self._chunks(names):
+                frame.columns = [str(column) for column in frame.columns]
+                yield frame
+
+    def _chunks(self, names: list[str]) -> Iterator[pd.DataFrame]:
+        if self.kind == "CSV":
+            import pandas as pd
+
+            with pd.read_csv(self.path, usecols=names, chunksize=self.chunk_rows) as reader:
+                yield from reader
+            return
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk_rows, columns=names):
+            yield batch.to_pandas()
+
+    def _reading(self) -> _ReadErrors:
+        return _ReadErrors(self.path, self.kind)
+
+
+class _ReadErrors:
+    """Parser, encoding and Arrow errors all derive from OSError or ValueError: each becomes one line."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = path, kind
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and isinstance(exc, (OSError, ValueError)) and not isinstance(exc, DataError):
+            reason = first_line(exc, type(exc).__name__)
+            raise DataError(f"data.path: cannot read {self.path} as {self.kind}: {reason}") from None
+
+
+@dataclass
+class Survey:
+    """What the first pass learned: everything but the features themselves."""
+
+    rows: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
+    targets: list[np.ndarray] = field(default_factory=list)
+    distinct: dict[str, list[Any]] = field(default_factory=dict)  # categorical column -> its values, per chunk
+
+
+def _read_table(table: TableFile, cfg: DataConfig, source: str) -> RawData:
+    names = table.column_names()
+    target = _pick_target(cfg.target, names, table.path)
+    features = _pick_features(cfg.features, target, names, table.path)
+    frames = table.frames([*features, target])
+    first = next(frames, None)
+    if first is None or len(first) == 0:
+        raise DataError(f"data.path: {table.path} has no rows")
+    categorical = _pick_categorical(cfg.categorical, features, first)
+    survey = _survey(first, frames, features, target, categorical, table.path)
+    _check_missing(survey, target, table.path)
+    try:
+        columns = learn_encodings(survey_columns(survey, features), features, categorical)
+    except DataError as exc:
+        raise DataError(f"data.features: {exc} (in {table.path})") from None
+    x = _features(table, cfg, columns, survey.rows, [*features, target])
+    y = np.concatenate(survey.targets)
+    return RawData(x, y, feature_names(columns), source, "data.features", "data.target", columns)
+
+
+def survey_columns(survey: Survey, features: list[str]) -> dict[str, Any]:
+    """Each feature column's distinct values (categorical) for ``learn_encodings``; numbers need none."""
+    return {name: np.concatenate(survey.distinct[name]) if name in survey.distinct else [] for name in features}
+
+
+def _survey(
+    first: pd.DataFrame,
+    rest: Iterator[pd.DataFrame],
+    features: list[str],
+    target: str,
+    categorical: set[str],
+    path: Path,
+) -> Survey:
+    import pandas as pd
+
+    survey = Survey(distinct={name: [] for name in categorical})
+    kinds = {name: _column_kind(first[name]) for name in features}
+    for frame in _chained(first, rest):
+        for name, count in frame[[*features, target]].isna().sum().items():
+            survey.missing[str(name)] = survey.missing.get(str(name), 0) + int(count)
+        _check_kinds(frame, kinds, categorical, survey.rows, path)
+        for name in categorical:
+            survey.distinct[name].append(pd.unique(frame[name].dropna().astype(object)))
+        survey.targets.append(_column_values(frame[target]))
+        survey.rows += len(frame)
+    return survey
+
+
+def _chained(first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    yield first
+    yield from rest
+
+
+def _check_kinds(
+    frame: pd.DataFrame, kinds: dict[str, str | None], categorical: set[str], row: int, path: Path
+) -> None:
+    for name, kind in kinds.items():
+        if name in categorical or kind != "numeric":
+            continue
+        if _column_kind(frame[name]) != "numeric":
+            raise DataError(
+                f"data.categorical: column '{name}' holds numbers in the first chunk of {path} but "
+                f"{frame[name].dtype} values in the chunk from row {row}; list it in data.categorical"
+            )
+
+
+def _features(
+    table: TableFile, cfg: DataConfig, columns: tuple[ColumnEncoding, ...], rows: int, names: list[str]
+) -> Array:
+    """The encoded features: one array in memory, or rows read on demand from the cache."""
+    width = len(feature_names(columns))
+    parts = _encoded(table.frames(names), columns, table.path)
+    in_memory = cfg.in_memory if cfg.in_memory != "auto" else rows * width * 4 <= MEMORY_LIMIT_BYTES
+    if not in_memory:
+        return cached_features(table.path, cfg.cache_dir, columns, (rows, width), parts)
+    x = np.empty((rows, width), dtype=np.float32)
+    filled = 0
+    for part in parts:
+        if filled + len(part) > rows:
+            raise DataError(f"data.path: {table.path} changed while it was read; read it again")
+        x[filled : filled + len(part)] = part
+        filled += len(part)
+    if filled != rows:
+        raise DataError(f"data.path: {table.path} changed while it was read; read it again")
+    return x
+
+
+def _encoded(frames: Iterator[pd.DataFrame], columns: tuple[ColumnEncoding, ...], path: Path) -> Iterator[np.ndarray]:
+    """Each chunk as float32 features; a value that is not finite is named by its row."""
+    row = 0
+    for frame in frames:
+        try:
+            part = encode_rows(frame, columns)  # the very function Bundle.predict and the server encode rows with
+        except DataError as exc:
+            raise DataError(f"data.features: {exc} (in {path})") from None
+        bad = ~np.isfinite(part).all(axis=1)
+        if bad.any():
+            raise DataError(
+                f"data.features: row {row + int(np.argmax(bad))} of {path} holds an infinite value; "
+                "fix or drop it first"
+            )
+        yield part
+        row += len(frame)
+
+
+def _check_missing(survey: Survey, target: str, path: Path) -> None:
+    """Dropping rows silently would change what the model learns from; the user decides instead."""
+    bad = [(name, count) for name, count in survey.missing.items() if count > 0]
+    if not bad:
+        return
+    name, count = bad[0]
+    key = "data.target" if name == target else "data.features"
+    others = f" (and {len(bad) - 1} more column(s) with missing values)" if len(bad) > 1 else ""
+    raise DataError(
+        f"{key}: column '{name}' has {count} of {survey.rows} rows with missing values in {path}{others}; "
+        "fill or drop those rows first"
+    )
+
+
+def _pick_target(target: str | None, columns: list[str], path: Path) -> str:
+    if target is None:
+        if len(columns) < 2:
+            raise DataError(f"data.path: {path} has only the column '{columns[0]}'; need features and a target")
+        return columns[-1]
+    if target not in columns:
+        raise DataError(
+            f"data.target: column '{target}' not found in {path}{suggest(target, columns)}; "
+            f"columns are: {', '.join(columns)}"
+        )
+    return target
+
+
+def _pick_features(features: list[str] | None, target: str, columns: list[str], path: Path) -> list[str]:
+    if features is None:
+        return [column for column in columns if column != target]
+    unknown = [name for name in features if name not in columns]
+    if unknown:
+        raise DataError(
+            f"data.features: column '{unknown[0]}' not found in {path}{suggest(unknown[0], columns)}; "
+            f"columns are: {', '.join(columns)}"
+        )
+    if target in features:
+        raise DataError(f"data.features: '{target}' is the target column (data.target); remove it from features")
+    duplicates = sorted({name for name in features if features.count(name) > 1})
+    if duplicates:
+        raise DataError(f"data.features: column '{duplicates[0]}' is listed more than once")
+    if not features:
+        raise DataError("data.features: the list is empty; name at least one feature column")
+    return list(features)
+
+
+def _pick_categorical(listed: list[str], features: list[str], frame: pd.DataFrame) -> set[str]:
+    """Listed columns plus every non-numeric feature, which could not become a float anyway."""
+    stray = [name for name in listed if name not in features]
+    if stray:
+        raise DataError(
+            f"data.categorical: column '{stray[0]}' is not a feature column; features are: {', '.join(features)}"
+        )
+    chosen = set(listed)
+    for name in features:
+        kind = _column_kind(frame[name])
+        if kind == "categorical":
+            chosen.add(name)
+        elif kind is None and name not in chosen:
+            raise DataError(
+                f"data.features: column '{name}' has dtype {frame[name].dtype}, which is neither numeric nor "
+                "categorical; list it in data.categorical or leave it out of data.features"
+            )
+    return chosen
+
+
+def _column_kind(column: pd.Series) -> str | None:
+    import pandas as pd
+
+    types = pd.api.types
+    dtype = column.dtype
+    if types.is_bool_dtype(dtype) or types.is_object_dtype(dtype) or types.is_string_dtype(dtype):
+        return "categorical"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    return "numeric" if types.is_numeric_dtype(dtype) else None
+
+
+def _column_values(column: pd.Series) -> np.ndarray:
+    """The target column as a plain numpy array (nullable and string pandas dtypes become numpy ones)."""
+    import pandas as pd
+
+    types = pd.api.types
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return column.astype(object).to_numpy(dtype=object)
+    if types.is_bool_dtype(dtype):
+        return column.to_numpy(dtype=bool)
+    if types.is_integer_dtype(dtype):
+        return column.to_numpy(dtype=np.int64)
+    if types.is_float_dtype(dtype):
+        return column.to_numpy(dtype=np.float64)
+    return column.to_numpy(dtype=object)
