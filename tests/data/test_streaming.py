@@ -18,6 +18,7 @@ from torchport.data.images import ImageFiles
 from torchport.data.loaders import batch_loader
 from torchport.data.rows import NpyRows, Rows
 from torchport.data.sources import read_source
+from torchport.data.tables import TableFile
 from torchport.errors import DataError
 from torchport.train.sampling import EpochBatchSampler
 
@@ -91,6 +92,21 @@ def test_statistics_of_data_read_on_demand_come_from_a_bounded_sample(table_conf
     data = load_data(updated(table_config, in_memory=False, stats_samples=50), seed=0)
     assert data.stats_samples == 50
     assert np.all(data.input_std > 0)
+
+
+def test_reading_a_parquet_file_holds_one_row_group_not_the_whole_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    path = tmp_path / "wide.parquet"
+    columns = [f"c{i}" for i in range(10)]
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.standard_normal((100_000, 10)).astype("float32"), columns=columns).to_parquet(
+        path, row_group_size=5_000
+    )
+    row_group_bytes = 5_000 * 10 * 4
+    held = [pa.total_allocated_bytes() for _ in TableFile(path, "Parquet", chunk_rows=1_000).chunks(columns)]
+    assert len(held) == 100
+    assert max(held) < 5 * row_group_bytes, f"Arrow held {max(held)} bytes for row groups of {row_group_bytes}"
 
 
 def test_a_missing_parquet_column_is_one_line_naming_it(tmp_path: Path) -> None:

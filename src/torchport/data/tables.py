@@ -65,11 +65,13 @@ class TableFile:
     def frames(self, names: list[str]) -> Iterator[pd.DataFrame]:
         """Each chunk of the columns ``names``, in file order; a read error is one line naming the file."""
         with self._reading():
-            for frame in self._chunks(names):
+            for frame in self.chunks(names):
                 frame.columns = [str(column) for column in frame.columns]
                 yield frame
 
-    def _chunks(self, names: list[str]) -> Iterator[pd.DataFrame]:
+    def chunks(self, names: list[str]) -> Iterator[pd.DataFrame]:
+        """The columns ``names``, ``chunk_rows`` rows at a time; memory stays that of one row group however
+        large the file."""
         if self.kind == "CSV":
             import pandas as pd
 
@@ -78,7 +80,10 @@ class TableFile:
             return
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk_rows, columns=names):
+        # pre_buffer (pyarrow's default) keeps every row group read so far buffered: memory grows with the file.
+        for batch in pq.ParquetFile(self.path, pre_buffer=False).iter_batches(
+            batch_size=self.chunk_rows, columns=names
+        ):
             yield batch.to_pandas()
 
     def _reading(self) -> _ReadErrors:
