@@ -80,3 +80,34 @@ def test_export_into_a_run_dir_held_by_another_process_is_refused(digits_run: Pa
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"pid {os.getpid()}" in _only_line(done)
     assert not (digits_run / ".lock").read_text().strip(), "a released lock names no holder"
+
+
+HOLDER_THAT_FORKS = """
+import os, sys, time
+from pathlib import Path
+from torchport.runlock import run_dir_lock
+
+with run_dir_lock(Path(sys.argv[1]), "train"):
+    child = os.fork()  # what a DataLoader worker is: a fork that shares the holder's open files
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_holders_forked_workers_do_not_keep_the_run_dir(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_THAT_FORKS, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    worker = int(holder.stdout.readline())
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        os.kill(worker, 0)  # the orphaned worker still lives, its copy of the lock file still open
+        with run_dir_lock(tmp_path, "resume") as previous:
+            assert previous is not None and previous.startswith(f"pid {holder.pid} ")
+    finally:
+        os.kill(worker, signal.SIGKILL)

@@ -1,15 +1,19 @@
 """One writer per run directory: an advisory lock on ``RUN_DIR/.lock``, held while a stage writes there.
 
-``fcntl.flock`` because the kernel drops the lock when its holder ends, however it ends (SIGKILL and the OOM
-killer included), so no lock can outlive its process. A holder that ended without releasing leaves only its
-pid in the file; the next writer reports it and takes over. Within one process the lock is re-entrant: `run`
-holds it across its stages and `train` inside it takes it again. Under torchrun only global rank 0 takes it
-(the other ranks do not write), so the ranks of one job never lock each other out.
+A POSIX record lock (``fcntl.lockf``) because the kernel drops it when its holder ends, however it ends (SIGKILL
+and the OOM killer included), and because it belongs to the process, not to the open file: the DataLoader
+workers a holder forks do not inherit it (with ``flock`` they did, and a resume started right after a SIGKILL
+was refused until the orphaned workers noticed and exited, seconds later). A holder that ended without
+releasing leaves only its pid in the file; the next writer reports it and takes over. Within one process the
+lock is re-entrant: `run` holds it across its stages and `train` inside it takes it again (the file is opened
+once per process: closing any descriptor of it would drop a POSIX lock). Under torchrun only global rank 0
+takes it (the other ranks do not write), so the ranks of one job never lock each other out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -43,10 +47,10 @@ def _open_locked(run_dir: Path) -> int:
     except OSError as exc:
         raise UsageError(f"{run_dir}: cannot open the run directory's lock {path}: {exc.strerror}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _refuse(fd, run_dir)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            _refuse(fd, run_dir)
         os.close(fd)
         raise UsageError(f"{run_dir}: cannot lock the run directory ({path}): {exc.strerror}") from None
     return fd
