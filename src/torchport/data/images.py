@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from torchport.config import DataConfig
 from torchport.data.rows import Array, Rows
 from torchport.data.sources import MEMORY_LIMIT_BYTES, RawData, existing
 from torchport.errors import DataError, first_line
+
+Result = TypeVar("Result")
 
 log = logging.getLogger("torchport.data")
 
@@ -66,18 +69,7 @@ def _decoded(
     files: list[Path], mode: str, size: tuple[int, int] | None, skip: bool
 ) -> tuple[np.ndarray, list[int], list[str]]:
     """Every image decoded, (N, C, H, W) raw values 0..255; the indices of ``files`` kept; the files skipped."""
-    images: list[np.ndarray] = []
-    kept: list[int] = []
-    skipped: list[str] = []
-    for index, path in enumerate(files):
-        try:
-            images.append(decode_image(path, mode, size))
-        except DataError:
-            if not skip:
-                raise
-            skipped.append(str(path))
-            continue
-        kept.append(index)
+    images, kept, skipped = _each_readable(files, lambda path: decode_image(path, mode, size), skip)
     if not images:
         return np.empty((0,)), kept, skipped
     _check_same_size([image.shape[1:] for image in images], [files[i] for i in kept])
@@ -113,23 +105,32 @@ def _lazy(
     files: list[Path], mode: str, size: tuple[int, int] | None, skip: bool
 ) -> tuple[ImageFiles, list[int], list[str]]:
     """``ImageFiles`` over the files whose headers open; sizes are checked from the headers too."""
-    sizes: list[tuple[int, int]] = []
+    sizes, kept, skipped = _each_readable(files, _opened_size, skip)
+    if kept and size is None:
+        _check_same_size(sizes, [files[i] for i in kept])
+    height, width = size or (sizes[0] if sizes else (0, 0))
+    shape = (len(kept), 1 if mode == "L" else 3, height, width)
+    return ImageFiles([str(files[i]) for i in kept], mode, size, shape), kept, skipped
+
+
+def _each_readable(
+    files: list[Path], read: Callable[[Path], Result], skip: bool
+) -> tuple[list[Result], list[int], list[str]]:
+    """``read`` of each file, the indices of those read, and the files skipped: a file ``read`` refuses
+    (DataError) stops the load, or under ``data.skip_corrupt`` is skipped and counted."""
+    results: list[Result] = []
     kept: list[int] = []
     skipped: list[str] = []
     for index, path in enumerate(files):
         try:
-            sizes.append(_opened_size(path))
+            results.append(read(path))
         except DataError:
             if not skip:
                 raise
             skipped.append(str(path))
             continue
         kept.append(index)
-    if kept and size is None:
-        _check_same_size(sizes, [files[i] for i in kept])
-    height, width = size or (sizes[0] if sizes else (0, 0))
-    shape = (len(kept), 1 if mode == "L" else 3, height, width)
-    return ImageFiles([str(files[i]) for i in kept], mode, size, shape), kept, skipped
+    return results, kept, skipped
 
 
 def _opened_size(path: Path) -> tuple[int, int]:
