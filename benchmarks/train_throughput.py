@@ -7,7 +7,8 @@ hand loop is what a user would write without torchport. What differs is the loop
 progress bar, checkpoints, metrics and the seeded sampler, and that overhead is what the first ratio shows.
 torchport always writes a durable checkpoint at each epoch's end; the hand loop that also ``torch.save``s every
 N steps and each epoch, beside torchport with its step checkpoints on, is the like-for-like pair.
-Process start-up (imports, data loading) is outside every figure.
+Lightning's Trainer on the same model and data is one more row where ``lightning`` imports (see
+``lightning_trainer``). Process start-up (imports, data loading) is outside every figure.
 
     .venv/bin/python benchmarks/train_throughput.py [--epochs 6] [--repeats 3]
 """
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,6 +82,60 @@ def _hand_save(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, folder / "last.pt")
 
 
+def lightning_trainer(config: Config) -> float | None:
+    """Lightning's Trainer on the same model, data, optimizer and batch, with its defaults (validation and a
+    checkpoint each epoch) but no logger, bar or model summary; samples/s from the first epoch's start to the end
+    of training, like torchport's. None when ``lightning`` is not importable (it is not a torchport dependency:
+    ``pip install --no-deps --target DIR lightning lightning-utilities torchmetrics tqdm`` and PYTHONPATH=DIR keep
+    the pinned torch untouched)."""
+    try:
+        import lightning
+    except ImportError:
+        return None
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    torch.manual_seed(config.seed)
+    data = load_data(config.data, config.seed)
+    network = build_model(model_spec(config, model_meta(data)))
+    x, y = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
+    val_x, val_y = torch.as_tensor(data.val.x), torch.as_tensor(data.val.y)
+    batch = config.data.batch_size
+    train_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(val_x, val_y), batch_size=len(val_x))
+    clock: dict[str, float] = {}
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network, self.criterion = network, nn.CrossEntropyLoss()
+
+        def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
+            if "started" not in clock:
+                clock["started"] = time.perf_counter()
+            return self.criterion(self.network(batch[0]), batch[1])
+
+        def validation_step(self, batch: list[torch.Tensor], _: int) -> None:
+            self.log("val_accuracy", (self.network(batch[0]).argmax(1) == batch[1]).float().mean())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(self.parameters(), lr=0.002, weight_decay=0.0001)
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = lightning.Trainer(
+            max_epochs=config.train.epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=tmp,
+        )
+        trainer.fit(Classifier(), train_loader, val_loader)
+        ended = time.perf_counter()
+    return len(x) * config.train.epochs / (ended - clock["started"])
+
+
 def torchport_single(config: Config) -> float:
     """``torchport train`` in this process; its samples/s counts from the first step to the last checkpoint on disk."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,30 +165,37 @@ def main() -> None:
 
     every = checkpointing.train.checkpoint_every_steps
     results: dict[str, list[float]] = {"hand": [], "hand_saving": [], "torchport": [], "checkpoints": [], "ddp": []}
+    results["lightning"] = []
     for _ in range(args.repeats):  # interleaved, so a burst of background load hits every contender alike
         results["hand"].append(hand_loop(config))
         results["hand_saving"].append(hand_loop(config, every))
+        if (lightning := lightning_trainer(config)) is not None:
+            results["lightning"].append(lightning)
         results["torchport"].append(torchport_single(config))
         results["checkpoints"].append(torchport_single(checkpointing))
     for _ in range(max(1, args.repeats - 1)):
         results["ddp"].append(torchport_ddp(overrides, 2))
-    best = {name: max(values) for name, values in results.items()}
+    best = {name: max(values) for name, values in results.items() if values}
 
     console = Console()
     console.print(
         f"digits CNN, batch {config.data.batch_size} per process, {args.epochs} epochs, 1 thread per process, "
         f"best of {args.repeats}"
     )
-    console.print(f"{'loop':<50}{'samples/s':>12}{'vs hand':>10}")
+    console.print(f"{'loop':<56}{'samples/s':>10}{'vs hand':>9}")
     rows = [
         ("hand-written PyTorch loop", "hand"),
-        (f"hand-written loop, torch.save every {every} steps and epoch", "hand_saving"),
+        (f"hand loop + torch.save every {every} steps and epoch", "hand_saving"),
         ("torchport train (1 process)", "torchport"),
-        (f"torchport train (1 process, checkpoint every {every} steps)", "checkpoints"),
+        (f"torchport train (checkpoint every {every} steps)", "checkpoints"),
         ("torchport train DDP (2 processes)", "ddp"),
+        ("Lightning Trainer (checkpoint each epoch)", "lightning"),
     ]
     for label, key in rows:
-        console.print(f"{label:<50}{best[key]:>12.0f}{best[key] / best['hand']:>10.3f}")
+        if key not in best:
+            console.print(f"{label:<56}  skipped: not installed")
+            continue
+        console.print(f"{label:<56}{best[key]:>10.0f}{best[key] / best['hand']:>9.3f}")
     console.print(f"DDP speed-up over torchport in 1 process: {best['ddp'] / best['torchport']:.2f}x")
     console.print(f"torchport loop overhead vs hand loop: {(1 - best['torchport'] / best['hand']) * 100:+.1f}%")
     console.print(f"cost of the step checkpoints: {(1 - best['checkpoints'] / best['torchport']) * 100:+.1f}%")
