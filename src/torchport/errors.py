@@ -67,12 +67,6 @@ class DistributedError(TorchportError):
     exit_code = 1
 
 
-class CheckFailed(TorchportError):
-    """A verification ran and failed (parity, accuracy gate): exit code 1."""
-
-    exit_code = 1
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Pydantic errors as one line: the config and a block's arguments are both pydantic models, and a user reads both
 # errors the same way, by the key path that names the value at fault.
