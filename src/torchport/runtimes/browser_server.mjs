@@ -4,7 +4,7 @@
 // --serve only serves (open the printed URL in any browser yourself). Needs Node.js and onnxruntime-web
 // (from $TORCHPORT_NODE_MODULES, or a node_modules folder above this file or the working directory).
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -117,15 +117,46 @@ async function main() {
   const outcome = await done;
   clearTimeout(timer);
   browser.removeAllListeners("exit");
-  try {
-    process.kill(-browser.pid, "SIGKILL"); // the whole process group: Chromium forks renderer/zygote children
-  } catch {}
+  await killGroup(browser.pid, profile);
   server.close();
   server.closeAllConnections?.();
   rmSync(profile, { recursive: true, force: true });
   if (outcome.code !== 0) console.error(`error: ${outcome.message}`);
   else console.log(path.join(outDir, "result.json"));
   return outcome.code;
+}
+
+// SIGKILL to the whole process group (Chromium forks renderer and zygote children), then wait, at most 5 s, until
+// none of them is left: the signal is delivered asynchronously, and a runner that exited at once could leave a
+// Chromium of its own running for a moment, writing into the profile folder about to be removed. Where /proc
+// exists a process counts as left while its command line names the profile (a zombie's is empty); elsewhere
+// while the group still answers signal 0.
+async function killGroup(pid, profile) {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && groupLeft(pid, profile)) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+function groupLeft(pid, profile) {
+  if (!existsSync("/proc/self")) {
+    try {
+      process.kill(-pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`).includes(profile)) return true;
+    } catch {}
+  }
+  return false;
 }
 
 main().then(
