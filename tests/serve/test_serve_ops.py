@@ -163,6 +163,17 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(exported_digits: Path,
 # --- overload ---------------------------------------------------------------------------------------------------
 
 
+def test_a_request_refused_before_its_body_is_read_still_gets_its_answer(exported_digits: Path, tmp_path: Path) -> None:
+    """A request refused on arrival (here: an unknown model) from a client that asked to close the connection (as
+    urllib does) while still uploading a large body: the client reads the JSON error, not a broken pipe or a reset
+    (closing a socket with unread bytes resets it)."""
+    body = bytes(8 << 20)  # larger than the socket buffers: the upload is still running when the answer is ready
+    with running_server(exported_digits / "bundle", tmp_path / "log", "--no-access-log") as port:
+        for _ in range(5):
+            status, _, answer = http(port, "POST", "/v2/models/nope/infer", body, {"content-type": "application/json"})
+            assert status == 404 and "nope" in json.loads(answer)["error"], (status, answer[:200])
+
+
 def test_full_queue_answers_503_and_the_rest_are_served(exported_digits: Path, tmp_path: Path) -> None:
     """--max-queue 1: while one big request runs (~0.15 s of ORT on one thread), one more may wait; the others
     are turned away at once with a JSON 503, counted in /metrics, and the server carries on."""

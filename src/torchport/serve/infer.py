@@ -2,13 +2,15 @@
 
 Overload is shed on arrival: a request is admitted only while fewer than ``max_queue`` requests for its model are
 still being read or queued beyond the batch the model runs next (``DynamicBatcher.backlog``), so a refused request
-costs its headers and a 503, not reading, parsing and validating a body that would be thrown away (its body, if the
-client sends it anyway, is discarded unparsed by the HTTP layer).
+costs its headers and a 503, not parsing and validating a body that would be thrown away: the HTTP layer discards the
+body unparsed after the answer, or, when the client asked to close the connection, ``discard_body`` drops it
+before the answer (closing with the body unread would reset the connection under the client's upload).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -30,10 +32,12 @@ async def infer(
     (bar the client disconnecting or the request being cancelled, which the caller answers). Written as one
     coroutine on purpose: each extra coroutine on this path costs measurable time per request."""
     admitted = admit(state, headers, name, version)
+    settings = state.settings
     if isinstance(admitted, Refusal):
+        if _uploading_then_closing(headers):
+            await discard_body(chunks, settings.max_body_bytes, settings.body_timeout_s)
         return Reply.error(admitted.status, admitted.message)
     model, batcher = admitted
-    settings = state.settings
     batcher.arriving += 1  # while its body is read, the batcher waits for it to fill its batch
     try:
         async with asyncio.timeout(settings.body_timeout_s):
@@ -56,6 +60,28 @@ async def infer(
         return Reply.error(500, str(exc))
     content, content_headers = encode_response(name, version or DEFAULT_VERSION, parsed, results, model.outputs)
     return Reply(200, content, content_headers)
+
+
+def _uploading_then_closing(headers: Headers) -> bool:
+    """The client sends its body without waiting for an answer (no ``Expect: 100-continue``, which waits and
+    then sends nothing once refused) and asked to close the connection after the answer."""
+    waits = headers.get("expect", "").strip().lower() == "100-continue"
+    return not waits and "close" in headers.get("connection", "").lower()
+
+
+async def discard_body(chunks: AsyncIterator[bytes], limit: int, timeout_s: float) -> None:
+    """Read and drop a refused request's body, up to ``limit`` bytes or ``timeout_s``, before it is answered.
+
+    Only for a client that asked to close the connection: on a keep-alive connection the HTTP layer discards the
+    body after the answer, but this one is closed with the answer, and closing a socket that still holds unread
+    bytes resets it, so a client still uploading would get a reset or a broken pipe instead of the error."""
+    size = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    return
 
 
 def admit(
