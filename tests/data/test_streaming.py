@@ -104,7 +104,7 @@ def test_reading_a_parquet_file_holds_one_row_group_not_the_whole_file(tmp_path:
         path, row_group_size=5_000
     )
     row_group_bytes = 5_000 * 10 * 4
-    held = [pa.total_allocated_bytes() for _ in TableFile(path, "Parquet", chunk_rows=1_000).chunks(columns)]
+    held = [pa.total_allocated_bytes() for _ in TableFile(path, "Parquet", chunk_rows=1_000).frames(columns)]
     assert len(held) == 100
     assert max(held) < 5 * row_group_bytes, f"Arrow held {max(held)} bytes for row groups of {row_group_bytes}"
 

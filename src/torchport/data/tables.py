@@ -65,13 +65,11 @@ class TableFile:
     def frames(self, names: list[str]) -> Iterator[pd.DataFrame]:
         """Each chunk of the columns ``names``, in file order; a read error is one line naming the file."""
         with self._reading():
-            for frame in self.chunks(names):
+            for frame in self._chunks(names):
                 frame.columns = [str(column) for column in frame.columns]
                 yield frame
 
-    def chunks(self, names: list[str]) -> Iterator[pd.DataFrame]:
-        """The columns ``names``, ``chunk_rows`` rows at a time; memory stays that of one row group however
-        large the file."""
+    def _chunks(self, names: list[str]) -> Iterator[pd.DataFrame]:
         if self.kind == "CSV":
             import pandas as pd
 

@@ -3,7 +3,7 @@
 Overload is shed on arrival: a request is admitted only while fewer than ``max_queue`` requests for its model are
 still being read or queued beyond the batch the model runs next (``DynamicBatcher.backlog``), so a refused request
 costs its headers and a 503, not parsing and validating a body that would be thrown away: the HTTP layer discards the
-body unparsed after the answer, or, when the client asked to close the connection, ``discard_body`` drops it
+body unparsed after the answer, or, when the client asked to close the connection, ``_discard_body`` drops it
 before the answer (closing with the body unread would reset the connection under the client's upload).
 """
 
@@ -35,7 +35,7 @@ async def infer(
     settings = state.settings
     if isinstance(admitted, Refusal):
         if _uploading_then_closing(headers):
-            await discard_body(chunks, settings.max_body_bytes, settings.body_timeout_s)
+            await _discard_body(chunks, settings.max_body_bytes, settings.body_timeout_s)
         return Reply.error(admitted.status, admitted.message)
     model, batcher = admitted
     batcher.arriving += 1  # while its body is read, the batcher waits for it to fill its batch
@@ -69,7 +69,7 @@ def _uploading_then_closing(headers: Headers) -> bool:
     return not waits and "close" in headers.get("connection", "").lower()
 
 
-async def discard_body(chunks: AsyncIterator[bytes], limit: int, timeout_s: float) -> None:
+async def _discard_body(chunks: AsyncIterator[bytes], limit: int, timeout_s: float) -> None:
     """Read and drop a refused request's body, up to ``limit`` bytes or ``timeout_s``, before it is answered.
 
     Only for a client that asked to close the connection: on a keep-alive connection the HTTP layer discards the
