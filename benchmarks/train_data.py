@@ -4,7 +4,7 @@
              loop (a Dataset that PIL-decodes one file per sample, shuffle, AdamW) vs ``torchport train`` with
              ``data.in_memory: false``; same model, batch 64, optimizer, workers, 1 torch thread, CPU, 1 epoch,
              best of 2 interleaved. Prints samples/s of both and torchport/hand (target >= 0.95).
-  parquet    a generated 2.27 GB Parquet file (2,200,000 rows x 256 float32 + label, row groups of 65,536) trained
+  parquet    a generated 2.26 GB Parquet file (2,200,000 rows x 256 float32 + label, row groups of 65,536) trained
              for one epoch by ``torchport train`` in a child process (``data.in_memory: auto`` reads it on demand),
              first building the feature cache (``data.cache_dir`` under the workdir, deleted after), then reusing
              it. Prints wall and train seconds, samples/s, peak RSS (GNU time, exact; and the process tree sampled
@@ -16,14 +16,15 @@
 
 Generated data goes to ``--workdir`` (kept, and reused by the next run with the same sizes) or to a temporary folder
 under $TMPDIR (deleted at the end, also after a failure). The full-size figures, one section per command (run them
-on an otherwise idle machine; the times are for 2 cores):
+on an otherwise idle machine; the times were measured on 2 cores of an AMD EPYC, and a slower machine takes
+several times as long):
 
-    .venv/bin/python benchmarks/train_data.py --section images     # ~5 min, ~250 MB of PNGs
-    .venv/bin/python benchmarks/train_data.py --section parquet    # ~6-8 min, 4.6 GB on disk (table + cache)
-    .venv/bin/python benchmarks/train_data.py --section precision  # ~3-4 min
-    .venv/bin/python benchmarks/train_data.py --section augment    # under a minute
+    .venv/bin/python benchmarks/train_data.py --section images     # 2 min, ~250 MB of PNGs
+    .venv/bin/python benchmarks/train_data.py --section parquet    # 2 min, 4.5 GB on disk (table + cache)
+    .venv/bin/python benchmarks/train_data.py --section precision  # 20 s
+    .venv/bin/python benchmarks/train_data.py --section augment    # seconds
 
-``--section all`` runs the four in turn (~15-20 min). Add ``--workdir DIR`` to keep the PNGs and the table for
+``--section all`` runs the four in turn (about 4 min there). Add ``--workdir DIR`` to keep the PNGs and the table for
 another run. ``--quick`` runs every section at small sizes (2,000 PNGs, 50,000 rows with ``in_memory: false``
 forced, fewer epochs, one repeat) in about two minutes: it checks the script, its figures are not the issue's.
 Sizes and counts are options (``--help``); an option given with ``--quick`` wins over its small default.
@@ -50,8 +51,7 @@ from torchport.data.splits import Split
 from torchport.train.sampling import EpochBatchSampler
 
 SECTIONS = ("images", "parquet", "precision", "augment")
-QUICK = {"images": 2_000, "parquet_rows": 50_000, "digits_epochs": 2, "resnet_epochs": 1, "samples": 512}
-QUICK |= {"repeats": 1}
+QUICK = {"images": 2_000, "parquet_rows": 50_000, "digits_epochs": 2, "resnet_epochs": 1, "samples": 512, "repeats": 1}
 
 # --- augment: the training loader with and without data.augment -------------------------------------------
 # Random 32x32 RGB images (0..255, like an image folder), whole epochs of the loader as the training loop uses it:
@@ -108,7 +108,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     add("--batch-size", type=int, default=64, help="batch size (images, augment)")
     add("--images", type=int, default=20_000, help="PNGs to draw (images)")
     add("--image-epochs", type=int, default=1)
-    add("--parquet-rows", type=int, default=2_200_000, help="rows x 256 float32 + label (2,200,000: 2.27 GB)")
+    add("--parquet-rows", type=int, default=2_200_000, help="rows x 256 float32 + label (2,200,000: 2.26 GB)")
     add("--parquet-batch", type=int, default=1024)
     add("--parquet-workers", type=int, default=0, help="DataLoader workers (parquet)")
     add("--precision-threads", type=int, default=0, help="torch threads (precision; default: all cores)")

@@ -34,6 +34,17 @@ def workdir(given: Path | None) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="tp_bench_")), True
 
 
+def train_summary(config: Any) -> dict[str, Any]:
+    """``torchport train`` of ``config`` in this process, quiet, in a temporary run dir: its summary.json (whose
+    samples/s counts from the first step to the last checkpoint on disk)."""
+    from rich.console import Console
+
+    from torchport.train.loop import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return train(config, Path(tmp) / "run", console=Console(quiet=True))
+
+
 def write_config(raw: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

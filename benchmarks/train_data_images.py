@@ -11,7 +11,6 @@ loading, listing the files and the normalisation statistics are outside both. Bo
 
 from __future__ import annotations
 
-import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -20,14 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from rich.console import Console
 from torch import nn
+from train_data_common import train_summary
 
 from torchport.config import Config
 from torchport.data import load_data
 from torchport.models.compose import build_model
 from torchport.models.spec import ModelMeta, model_meta, model_spec
-from torchport.train.loop import train
 
 SIZE = 64
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
@@ -177,12 +175,6 @@ def hand_loop(config: Config, meta: ModelMeta, root: Path, val_count: int) -> fl
     return len(train_set) * config.train.epochs / (time.perf_counter() - started)
 
 
-def torchport_loop(config: Config) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = train(config, Path(tmp) / "run", console=Console(quiet=True))
-    return float(summary["samples_per_second"])
-
-
 def images_section(args: Any, work: Path) -> None:
     root = work / f"images-{args.images}"
     drawn = ensure_images(root, args.images)
@@ -192,7 +184,7 @@ def images_section(args: Any, work: Path) -> None:
     results: dict[str, list[float]] = {"hand": [], "torchport": []}
     for _ in range(args.repeats):  # interleaved: a burst of other load hits both alike
         results["hand"].append(hand_loop(config, meta, root, len(data.val.x)))
-        results["torchport"].append(torchport_loop(config))
+        results["torchport"].append(float(train_summary(config)["samples_per_second"]))
     hand, ours = max(results["hand"]), max(results["torchport"])
     print(f"\n== images: {len(data.train.x) + len(data.val.x):,} {SIZE}x{SIZE} PNGs in {root}", end="")
     print(f" ({f'drawn in {drawn:.0f} s' if drawn else 'reused'})")

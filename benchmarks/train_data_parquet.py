@@ -1,7 +1,7 @@
 """Section ``parquet`` of benchmarks/train_data.py: a Parquet file larger than memory should be, one epoch, peak RSS.
 
 Writes ``rows`` x 256 float32 features plus an int ``label`` (the argmax of the first four features: learnable)
-in row groups of 65,536 rows (snappy, no dictionary: about 1,030 bytes a row, so 2,200,000 rows are 2.27 GB),
+in row groups of 65,536 rows (snappy, no dictionary: about 1,030 bytes a row, so 2,200,000 rows are 2.26 GB),
 streamed a row group at a time so the generator stays small. Then trains a small MLP for one epoch with
 ``torchport train`` in a child process, twice: first with an empty ``data.cache_dir`` (the first pass, then the
 encoded features written to the .npy cache, then training reading rows with pread), then again reusing that cache
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def parquet_config(table: Path, cache: Path, args: Any) -> dict[str, Any]:
     }
 
 
-def phase_of(run_dir: Path, cache: Path) -> Any:
+def phase_of(run_dir: Path, cache: Path) -> Callable[[], str]:
     """What the child is doing, from the files it has written so far."""
 
     def phase() -> str:

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from train_data_common import train_summary
 
 from torchport.config import load_config
-from torchport.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {
@@ -46,8 +44,7 @@ def ensure_shapes() -> None:
 def samples_per_second(path: Path, precision: str, epochs: int, threads: int) -> tuple[float, float]:
     overrides = [f"train.precision={precision}", f"train.epochs={epochs}", "train.checkpoint_every_steps=null"]
     config = load_config(path, [*overrides, f"train.threads={threads}", "train.device=cpu"])
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = train(config, Path(tmp) / "run", console=Console(quiet=True))
+    summary = train_summary(config)
     return float(summary["samples_per_second"]), float(summary["final"].get("val_accuracy", float("nan")))
 
 

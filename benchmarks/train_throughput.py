@@ -1,7 +1,7 @@
 """Training throughput, side by side: a minimal hand-written PyTorch loop, `torchport train` in one process,
 and `torchport train --nproc-per-node 2` (DDP, gloo, one thread per process).
 
-All three train the same model (the digits CNN of examples/digits.yaml, built once by torchport: a plain
+Every row trains the same model (the digits CNN of examples/digits.yaml, built once by torchport: a plain
 nn.Module) on the same data with the same optimizer, batch size and epochs, and validate once per epoch; the
 hand loop is what a user would write without torchport. What differs is the loop: torchport's adds the
 progress bar, checkpoints, metrics and the seeded sampler, and that overhead is what the first ratio shows.
@@ -23,20 +23,43 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from train_data_common import train_summary
 
 from torchport.config import Config, load_config
 from torchport.data import load_data
 from torchport.models.compose import build_model
 from torchport.models.spec import model_meta, model_spec
-from torchport.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "digits.yaml"
+
+
+@dataclass
+class Plain:
+    """What the loops without torchport start from: torchport's model for the config (the very same network and
+    init), a shuffling DataLoader over the training tensors, and the validation tensors."""
+
+    model: nn.Module
+    loader: DataLoader[tuple[torch.Tensor, ...]]
+    samples: int  # training samples per epoch
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+
+def plain_setup(config: Config) -> Plain:
+    torch.manual_seed(config.seed)
+    data = load_data(config.data, config.seed)
+    model = build_model(model_spec(config, model_meta(data)))
+    train_set = TensorDataset(torch.as_tensor(data.train.x), torch.as_tensor(data.train.y))
+    loader = DataLoader(train_set, batch_size=config.data.batch_size, shuffle=True)
+    return Plain(model, loader, len(train_set), torch.as_tensor(data.val.x), torch.as_tensor(data.val.y))
 
 
 def hand_loop(config: Config, save_every_steps: int | None = None) -> float:
@@ -45,37 +68,27 @@ def hand_loop(config: Config, save_every_steps: int | None = None) -> float:
     ``save_every_steps``: also ``torch.save`` the model and optimizer on the training thread every that many steps
     and at each epoch's end, as a hand loop that can resume would (no fsync, no checksum, no RNG state).
     """
-    torch.manual_seed(config.seed)
-    data = load_data(config.data, config.seed)
-    model = build_model(model_spec(config, model_meta(data)))
-    x, y = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
-    val_x, val_y = torch.as_tensor(data.val.x), torch.as_tensor(data.val.y)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, y), batch_size=config.data.batch_size, shuffle=True
-    )
+    plain = plain_setup(config)
+    model = plain.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0001)
     criterion = nn.CrossEntropyLoss()
-    folder = tempfile.TemporaryDirectory()
-    started, step = time.perf_counter(), 0
-    for _ in range(config.train.epochs):
-        model.train()
-        for inputs, targets in loader:
-            optimizer.zero_grad()
-            loss = criterion(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if save_every_steps and step % save_every_steps == 0:
-                _hand_save(model, optimizer, Path(folder.name))
-        if save_every_steps:
-            _hand_save(model, optimizer, Path(folder.name))
-        model.eval()
-        with torch.no_grad():
-            accuracy = (model(val_x).argmax(1) == val_y).float().mean().item()
-    del accuracy
-    samples_per_second = len(x) * config.train.epochs / (time.perf_counter() - started)
-    folder.cleanup()
-    return samples_per_second
+    with tempfile.TemporaryDirectory() as folder:
+        started, step = time.perf_counter(), 0
+        for _ in range(config.train.epochs):
+            model.train()
+            for inputs, targets in plain.loader:
+                optimizer.zero_grad()
+                criterion(model(inputs), targets).backward()
+                optimizer.step()
+                step += 1
+                if save_every_steps and step % save_every_steps == 0:
+                    _hand_save(model, optimizer, Path(folder))
+            if save_every_steps:
+                _hand_save(model, optimizer, Path(folder))
+            model.eval()
+            with torch.no_grad():
+                (model(plain.val_x).argmax(1) == plain.val_y).float().mean().item()
+        return plain.samples * config.train.epochs / (time.perf_counter() - started)
 
 
 def _hand_save(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
@@ -93,14 +106,9 @@ def lightning_trainer(config: Config) -> float | None:
     except ImportError:
         return None
     logging.getLogger("lightning").setLevel(logging.ERROR)
-    torch.manual_seed(config.seed)
-    data = load_data(config.data, config.seed)
-    network = build_model(model_spec(config, model_meta(data)))
-    x, y = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
-    val_x, val_y = torch.as_tensor(data.val.x), torch.as_tensor(data.val.y)
-    batch = config.data.batch_size
-    train_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
-    val_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(val_x, val_y), batch_size=len(val_x))
+    plain = plain_setup(config)
+    network = plain.model
+    val_loader = DataLoader(TensorDataset(plain.val_x, plain.val_y), batch_size=len(plain.val_x))
     clock: dict[str, float] = {}
 
     class Classifier(lightning.LightningModule):
@@ -131,16 +139,14 @@ def lightning_trainer(config: Config) -> float | None:
             num_sanity_val_steps=0,
             default_root_dir=tmp,
         )
-        trainer.fit(Classifier(), train_loader, val_loader)
+        trainer.fit(Classifier(), plain.loader, val_loader)
         ended = time.perf_counter()
-    return len(x) * config.train.epochs / (ended - clock["started"])
+    return plain.samples * config.train.epochs / (ended - clock["started"])
 
 
 def torchport_single(config: Config) -> float:
     """``torchport train`` in this process; its samples/s counts from the first step to the last checkpoint on disk."""
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = train(config, Path(tmp) / "run", console=Console(quiet=True))
-    return float(summary["samples_per_second"])
+    return float(train_summary(config)["samples_per_second"])
 
 
 def torchport_ddp(overrides: list[str], processes: int) -> float:
@@ -164,8 +170,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     every = checkpointing.train.checkpoint_every_steps
-    results: dict[str, list[float]] = {"hand": [], "hand_saving": [], "torchport": [], "checkpoints": [], "ddp": []}
-    results["lightning"] = []
+    names = ("hand", "hand_saving", "torchport", "checkpoints", "ddp", "lightning")
+    results: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):  # interleaved, so a burst of background load hits every contender alike
         results["hand"].append(hand_loop(config))
         results["hand_saving"].append(hand_loop(config, every))
