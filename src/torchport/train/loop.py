@@ -62,7 +62,7 @@ def configure_torch(config: Config) -> None:
 def _progress(console: Console) -> Progress:
     """The epoch's bar, redrawn only when the loop says (``refresh=True``), never by a thread of rich's own: that
     thread takes the GIL ten times a second, and each time the training thread waits for it to give the GIL back
-    at the end of its next backward pass (5–8 % of the digits CNN's samples/s on two cores)."""
+    at the end of its next backward pass (6–10 % of the digits CNN's samples/s on two cores)."""
     return Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
