@@ -31,6 +31,7 @@ MLP = [{"linear": {"out_features": 256}}, "relu", {"linear": {"out_features": 12
 MLP += [{"linear": {"out_features": "classes"}}]
 # What `torchport train` on a table imports before it reads a row: the floor under every run's peak RSS.
 IMPORTS = "import torch, sklearn.model_selection, pandas, pyarrow.parquet, torchport.cli, torchport.train.loop"
+FIRST_OPTIMIZER = "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])"
 
 
 def ensure_parquet(path: Path, rows: int, seed: int = 0) -> float:
@@ -115,6 +116,10 @@ def parquet_section(args: Any, work: Path) -> None:
         shutil.rmtree(cache, ignore_errors=True)
     report(table, written, cached, runs, args)
     print(f"  the imports alone ({IMPORTS[7:]}): peak RSS {mib(python_peak(IMPORTS, work / 'imports.time'))}")
+    print(
+        f"  and a first optimizer (torch.optim imports torch._dynamo on it, in every training loop): peak RSS "
+        f"{mib(python_peak(IMPORTS + '; ' + FIRST_OPTIMIZER, work / 'optimizer.time'))}"
+    )
 
 
 def report(table: Path, written: float, cached: list[tuple[str, int]], runs: dict[str, ChildRun], args: Any) -> None:

@@ -109,6 +109,33 @@ def test_reading_a_parquet_file_holds_one_row_group_not_the_whole_file(tmp_path:
     assert max(held) < 5 * row_group_bytes, f"Arrow held {max(held)} bytes for row groups of {row_group_bytes}"
 
 
+def test_a_large_row_group_is_streamed_column_by_column_not_read_whole(tmp_path: Path) -> None:
+    """One row group of 20 MB read 1,000 rows at a time: reading each column chunk whole held 3.5x the row group."""
+    import pyarrow as pa
+
+    path = tmp_path / "one_group.parquet"
+    columns = [f"c{i}" for i in range(100)]
+    values = np.random.default_rng(0).standard_normal((50_000, 100)).astype("float32")
+    pd.DataFrame(values, columns=columns).to_parquet(path, row_group_size=50_000)
+    row_group_bytes = values.nbytes
+    held = [pa.total_allocated_bytes() for _ in TableFile(path, "Parquet", chunk_rows=1_000).frames(columns)]
+    assert len(held) == 50
+    assert max(held) < 3 * row_group_bytes, f"Arrow held {max(held)} bytes for a row group of {row_group_bytes}"
+
+
+@pytest.mark.parametrize("kind", ["CSV", "Parquet"])
+def test_chunks_of_a_wide_table_are_sized_in_bytes_by_default(tmp_path: Path, kind: str) -> None:
+    from torchport.data.tables import CHUNK_BYTES
+
+    columns = [f"c{i}" for i in range(1_000)]
+    frame = pd.DataFrame(np.zeros((10_000, 1_000), dtype="float32"), columns=columns)
+    path = tmp_path / f"wide.{kind.lower()}"
+    frame.to_csv(path, index=False) if kind == "CSV" else frame.to_parquet(path)
+    sizes = [len(chunk) for chunk in TableFile(path, kind, chunk_rows=None).frames(columns)]
+    assert sum(sizes) == 10_000
+    assert max(sizes) * 1_000 * 4 <= CHUNK_BYTES < (max(sizes) + 1) * 1_000 * 4  # 4,194 rows, not 65,536
+
+
 def test_a_missing_parquet_column_is_one_line_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     _table(20).to_parquet(path)

@@ -41,13 +41,25 @@ def read_parquet(cfg: DataConfig) -> RawData:
     return _read_table(TableFile(path, "Parquet", cfg.chunk_rows), cfg, f"parquet:{path}")
 
 
+CHUNK_BYTES = 16 * 2**20  # under data.chunk_rows: null, a chunk holds about this many bytes of values
+MAX_CHUNK_ROWS = 65_536
+PARQUET_READ_BYTES = 64 * 2**10  # Arrow reads each column this much at a time, not a row group's column whole
+
+
 @dataclass
 class TableFile:
-    """One CSV or Parquet file, read as data frames of at most ``chunk_rows`` rows."""
+    """One CSV or Parquet file, read as data frames of at most ``chunk_rows`` rows (``None``: sized by bytes)."""
 
     path: Path
     kind: str  # "CSV" or "Parquet"
-    chunk_rows: int
+    chunk_rows: int | None
+
+    def rows_per_chunk(self, columns: int) -> int:
+        """``chunk_rows``, else as many rows of ``columns`` 4-byte values as fill ``CHUNK_BYTES``: a fixed row count
+        would make a chunk of a wide table hundreds of MiB, and Arrow holds several times a chunk while reading."""
+        if self.chunk_rows is not None:
+            return self.chunk_rows
+        return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // (4 * max(columns, 1))))
 
     def column_names(self) -> list[str]:
         with self._reading():
@@ -73,16 +85,20 @@ class TableFile:
         if self.kind == "CSV":
             import pandas as pd
 
-            with pd.read_csv(self.path, usecols=names, chunksize=self.chunk_rows) as reader:
+            with pd.read_csv(self.path, usecols=names, chunksize=self.rows_per_chunk(len(names))) as reader:
                 yield from reader
             return
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         # pre_buffer (pyarrow's default) keeps every row group read so far buffered: memory grows with the file.
-        for batch in pq.ParquetFile(self.path, pre_buffer=False).iter_batches(
-            batch_size=self.chunk_rows, columns=names
-        ):
-            yield batch.to_pandas()
+        # buffer_size streams each column chunk instead of reading it whole: a row group is all of them at once.
+        with pq.ParquetFile(self.path, pre_buffer=False, buffer_size=PARQUET_READ_BYTES) as table:
+            for batch in table.iter_batches(batch_size=self.rows_per_chunk(len(names)), columns=names):
+                # One block per column: number columns stay views of Arrow's buffers instead of being copied.
+                yield batch.to_pandas(split_blocks=True)
+        # Arrow's allocator keeps what a pass freed (about 150 MiB for a wide table) unless asked to give it back.
+        pa.default_memory_pool().release_unused()
 
     def _reading(self) -> _ReadErrors:
         return _ReadErrors(self.path, self.kind)
@@ -151,12 +167,13 @@ def _survey(
     survey = Survey(distinct={name: [] for name in categorical})
     kinds = {name: _column_kind(first[name]) for name in features}
     for frame in _chained(first, rest):
-        for name, count in frame[[*features, target]].isna().sum().items():
+        for name, count in frame.isna().sum().items():
             survey.missing[str(name)] = survey.missing.get(str(name), 0) + int(count)
         _check_kinds(frame, kinds, categorical, survey.rows, path)
         for name in categorical:
             survey.distinct[name].append(pd.unique(frame[name].dropna().astype(object)))
-        survey.targets.append(_column_values(frame[target]))
+        # A copy: a view would keep the chunk's Arrow buffers (and the allocator pages around them) for the whole read.
+        survey.targets.append(_column_values(frame[target]).copy())
         survey.rows += len(frame)
     return survey
 
