@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,18 @@ def torchport_ddp(overrides: list[str], processes: int) -> float:
         return float(json.loads((run_dir / "summary.json").read_text())["samples_per_second"])
 
 
+def _paired(results: dict[str, list[float]]) -> str:
+    """Each repeat's ratio to its own hand-loop run, the median over repeats: the machine's speed drifts by tens of
+    percent between repeats, which a best-of-N ratio takes whole from whichever row had the luckiest run."""
+    pairs = [("torchport", "hand"), ("checkpoints", "hand_saving"), ("lightning", "hand")]
+    shown = []
+    for row, partner in pairs:
+        ratios = [a / b for a, b in zip(results[row], results[partner], strict=False)]
+        if ratios:
+            shown.append(f"{row} / {partner} {statistics.median(ratios):.3f}")
+    return ", ".join(shown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
@@ -208,6 +221,7 @@ def main() -> None:
     console.print(
         f"with checkpoints on both sides, torchport vs hand loop: {best['checkpoints'] / best['hand_saving']:.3f}"
     )
+    console.print(f"median of the {args.repeats} paired ratios (a repeat's rows run back to back): " + _paired(results))
     console.print("all runs (samples/s): " + json.dumps({k: [round(v) for v in vs] for k, vs in results.items()}))
 
 
