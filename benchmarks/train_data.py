@@ -8,7 +8,8 @@
              for one epoch by ``torchport train`` in a child process (``data.in_memory: auto`` reads it on demand),
              first building the feature cache (``data.cache_dir`` under the workdir, deleted after), then reusing
              it. Prints wall and train seconds, samples/s, peak RSS (GNU time, exact; and the process tree sampled
-             from /proc, split by phase) against the 1 GB target, and the peak of the imports alone.
+             from /proc, split by phase) against the 1 GB target, and the floor under it: the peak of the imports
+             alone, and with the first torch.optim optimizer (which imports torch._dynamo).
   precision  ``train.precision`` bf16 vs fp32 samples/s on the CPU for examples/digits.yaml (6 epochs) and
              examples/images_resnet.yaml (2 epochs, on the committed examples/data/shapes/), best of 2; also says
              whether the CPU has native bf16 (without AVX512_BF16 or AMX, bf16 is emulated and slower).

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def plain_setup(config: Config) -> Plain:
     return Plain(model, loader, len(train_set), torch.as_tensor(data.val.x), torch.as_tensor(data.val.y))
 
 
+def config_optimizer(config: Config, parameters: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+    """The config's optimizer (examples/digits.yaml: AdamW, lr 0.002, weight decay 0.0001), written as a user would."""
+    settings = config.train.optimizer
+    return getattr(torch.optim, settings.name)(parameters, **settings.kwargs())
+
+
 def hand_loop(config: Config, save_every_steps: int | None = None) -> float:
     """The loop a user writes by hand: DataLoader, forward, loss, backward, step; validation each epoch.
 
@@ -71,7 +78,7 @@ def hand_loop(config: Config, save_every_steps: int | None = None) -> float:
     """
     plain = plain_setup(config)
     model = plain.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0001)
+    optimizer = config_optimizer(config, model.parameters())
     criterion = nn.CrossEntropyLoss()
     with tempfile.TemporaryDirectory() as folder:
         started, step = time.perf_counter(), 0
@@ -126,7 +133,7 @@ def lightning_trainer(config: Config) -> float | None:
             self.log("val_accuracy", (self.network(batch[0]).argmax(1) == batch[1]).float().mean())
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.AdamW(self.parameters(), lr=0.002, weight_decay=0.0001)
+            return config_optimizer(config, self.parameters())
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

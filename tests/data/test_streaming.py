@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -18,7 +19,7 @@ from torchport.data.images import ImageFiles
 from torchport.data.loaders import batch_loader
 from torchport.data.rows import NpyRows, Rows
 from torchport.data.sources import read_source
-from torchport.data.tables import TableFile
+from torchport.data.tables import CHUNK_BYTES, TableFile
 from torchport.errors import DataError
 from torchport.train.sampling import EpochBatchSampler
 
@@ -95,8 +96,6 @@ def test_statistics_of_data_read_on_demand_come_from_a_bounded_sample(table_conf
 
 
 def test_reading_a_parquet_file_holds_one_row_group_not_the_whole_file(tmp_path: Path) -> None:
-    import pyarrow as pa
-
     path = tmp_path / "wide.parquet"
     columns = [f"c{i}" for i in range(10)]
     rng = np.random.default_rng(0)
@@ -111,8 +110,6 @@ def test_reading_a_parquet_file_holds_one_row_group_not_the_whole_file(tmp_path:
 
 def test_a_large_row_group_is_streamed_column_by_column_not_read_whole(tmp_path: Path) -> None:
     """One row group of 20 MB read 1,000 rows at a time: reading each column chunk whole held 3.5x the row group."""
-    import pyarrow as pa
-
     path = tmp_path / "one_group.parquet"
     columns = [f"c{i}" for i in range(100)]
     values = np.random.default_rng(0).standard_normal((50_000, 100)).astype("float32")
@@ -125,8 +122,6 @@ def test_a_large_row_group_is_streamed_column_by_column_not_read_whole(tmp_path:
 
 @pytest.mark.parametrize("kind", ["CSV", "Parquet"])
 def test_chunks_of_a_wide_table_are_sized_in_bytes_by_default(tmp_path: Path, kind: str) -> None:
-    from torchport.data.tables import CHUNK_BYTES
-
     columns = [f"c{i}" for i in range(1_000)]
     frame = pd.DataFrame(np.zeros((10_000, 1_000), dtype="float32"), columns=columns)
     path = tmp_path / f"wide.{kind.lower()}"
