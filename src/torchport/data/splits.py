@@ -17,6 +17,7 @@ import numpy as np
 from torchport.config import DataConfig, SplitConfig
 from torchport.data.rows import Array, Rows, take
 from torchport.data.sources import RawData, read_source
+from torchport.data.split_draws import shuffled_split, stratified_split
 from torchport.data.stats import input_stats, streamed_input_stats, target_stats
 from torchport.data.targets import Targets, encode_targets
 from torchport.errors import DataError
@@ -87,15 +88,15 @@ def _count(fraction: float, n: int) -> int:
 
 
 def _carve(indices: np.ndarray, n_take: int, labels: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``indices`` into (kept, taken) with ``n_take`` taken."""
-    from sklearn.model_selection import train_test_split
-
+    """Split ``indices`` into (kept, taken) with ``n_take`` taken: scikit-learn's draws (``split_draws.py``)."""
     if n_take == 0:
         return indices, indices[:0]
     sub_labels = labels[indices] if labels is not None else None
-    stratify = sub_labels if sub_labels is not None and _can_stratify(sub_labels, n_take) else None
-    kept, taken = train_test_split(indices, test_size=n_take, random_state=seed % 2**32, stratify=stratify)
-    return np.asarray(kept, dtype=np.int64), np.asarray(taken, dtype=np.int64)
+    if sub_labels is not None and _can_stratify(sub_labels, n_take):
+        kept, taken = stratified_split(sub_labels, n_take, seed % 2**32)
+    else:
+        kept, taken = shuffled_split(len(indices), n_take, seed % 2**32)
+    return indices[kept].astype(np.int64, copy=False), indices[taken].astype(np.int64, copy=False)
 
 
 def _can_stratify(labels: np.ndarray, n_take: int) -> bool:
