@@ -37,14 +37,15 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = epoch
         self.skip = skip
 
-    def _indices(self) -> list[int]:
+    def _indices(self) -> torch.Tensor:
+        """This rank's indices for the epoch, as a tensor: as a list of Python ints, 2 M samples took 110 MiB."""
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
+            order = torch.randperm(self.num_samples, generator=generator)
         else:
-            order = list(range(self.num_samples))
+            order = torch.arange(self.num_samples)
         per_rank = -(-self.num_samples // self.world_size)
-        padded = order + order[: per_rank * self.world_size - len(order)]
+        padded = torch.cat([order, order[: per_rank * self.world_size - len(order)]])
         return padded[self.rank :: self.world_size]
 
     def batches_per_epoch(self) -> int:
@@ -57,4 +58,4 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         indices = self._indices()
         for start in range(self.skip * self.batch_size, len(indices), self.batch_size):
-            yield indices[start : start + self.batch_size]
+            yield indices[start : start + self.batch_size].tolist()
