@@ -76,7 +76,7 @@ class DataConfig(StrictModel):
     augment: list[Any] = Field(default_factory=list)
     # auto: samples that would take over 512 MiB in memory are read per batch (image files, .npy rows, tables)
     in_memory: Literal["auto"] | bool = "auto"
-    # CSV and Parquet are read this many rows at a time, never whole; null: as many rows as hold 16 MiB of values
+    # CSV and Parquet are read this many rows at a time, never whole; null: as many rows as hold 8 MiB of values
     chunk_rows: int | None = Field(None, ge=1)
     stats_samples: int = Field(10000, ge=1)  # samples read per batch: normalisation statistics from this many
     cache_dir: Path | None = None  # large tables' encoded features; default $XDG_CACHE_HOME/torchport or ~/.cache

@@ -13,7 +13,10 @@ since encoding it as a number would fail halfway through a long read.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +44,7 @@ def read_parquet(cfg: DataConfig) -> RawData:
     return _read_table(TableFile(path, "Parquet", cfg.chunk_rows), cfg, f"parquet:{path}")
 
 
-CHUNK_BYTES = 16 * 2**20  # under data.chunk_rows: null, a chunk holds about this many bytes of values
+CHUNK_BYTES = 8 * 2**20  # under data.chunk_rows: null, a chunk holds about this many bytes of values
 MAX_CHUNK_ROWS = 65_536
 PARQUET_READ_BYTES = 64 * 2**10  # Arrow reads each column this much at a time, not a row group's column whole
 
@@ -69,7 +72,8 @@ class TableFile:
                 return [str(name) for name in pd.read_csv(self.path, nrows=0).columns]
             import pyarrow.parquet as pq
 
-            schema = pq.ParquetFile(self.path).schema_arrow
+            with _arrow_on_malloc(), pq.ParquetFile(self.path) as table:
+                schema = table.schema_arrow
             index = {str(name) for name in (schema.pandas_metadata or {}).get("index_columns", [])}
             # A DataFrame saved with its index stores it as a column; pandas reads it back as the index, not data.
             return [str(name) for name in schema.names if str(name) not in index]
@@ -88,20 +92,42 @@ class TableFile:
             with pd.read_csv(self.path, usecols=names, chunksize=self.rows_per_chunk(len(names))) as reader:
                 yield from reader
             return
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         # pre_buffer (pyarrow's default) keeps every row group read so far buffered: memory grows with the file.
         # buffer_size streams each column chunk instead of reading it whole: a row group is all of them at once.
-        with pq.ParquetFile(self.path, pre_buffer=False, buffer_size=PARQUET_READ_BYTES) as table:
+        with _arrow_on_malloc(), pq.ParquetFile(self.path, pre_buffer=False, buffer_size=PARQUET_READ_BYTES) as table:
             for batch in table.iter_batches(batch_size=self.rows_per_chunk(len(names)), columns=names):
                 # One block per column: number columns stay views of Arrow's buffers instead of being copied.
                 yield batch.to_pandas(split_blocks=True)
-        # Arrow's allocator keeps what a pass freed (about 150 MiB for a wide table) unless asked to give it back.
-        pa.default_memory_pool().release_unused()
 
     def _reading(self) -> _ReadErrors:
         return _ReadErrors(self.path, self.kind)
+
+
+@contextmanager
+def _arrow_on_malloc() -> Iterator[None]:
+    """Arrow allocates from the C library's malloc during a read, so that ``release_freed_memory`` can give back what
+    the read freed. Arrow's own allocator (mimalloc) kept about 120 MiB that a pass had freed for the rest of the
+    process, even after ``release_unused``, on top of every later phase's peak."""
+    import pyarrow as pa
+
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing to do): freed chunks
+    of a table stay in the process's resident memory otherwise."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 class _ReadErrors:
@@ -133,20 +159,32 @@ def _read_table(table: TableFile, cfg: DataConfig, source: str) -> RawData:
     names = table.column_names()
     target = _pick_target(cfg.target, names, table.path)
     features = _pick_features(cfg.features, target, names, table.path)
-    frames = table.frames([*features, target])
-    first = next(frames, None)
-    if first is None or len(first) == 0:
-        raise DataError(f"data.path: {table.path} has no rows")
-    categorical = _pick_categorical(cfg.categorical, features, first)
-    survey = _survey(first, frames, features, target, categorical, table.path)
+    categorical, survey = _first_pass(table, cfg, features, target)
+    release_freed_memory()  # the pass's chunks are all gone now: their pages would stay resident for the whole run
     _check_missing(survey, target, table.path)
     try:
         columns = learn_encodings(survey_columns(survey, features), features, categorical)
     except DataError as exc:
         raise DataError(f"data.features: {exc} (in {table.path})") from None
     x = _features(table, cfg, columns, survey.rows, [*features, target])
+    release_freed_memory()
     y = np.concatenate(survey.targets)
     return RawData(x, y, feature_names(columns), source, "data.features", "data.target", columns)
+
+
+def _first_pass(table: TableFile, cfg: DataConfig, features: list[str], target: str) -> tuple[set[str], Survey]:
+    """The categorical columns (the first chunk's kinds decide) and the survey of every chunk."""
+    frames = table.frames([*features, target])
+    first = next(frames, None)
+    if first is None or len(first) == 0:
+        raise DataError(f"data.path: {table.path} has no rows")
+    categorical = _pick_categorical(cfg.categorical, features, first)
+    kinds = {name: _column_kind(first[name]) for name in features}
+    # No name keeps the first chunk once it is surveyed: its columns are views of its whole row group, which would
+    # stay decoded in memory (a wide table's 64 MiB) for the rest of the pass.
+    chunks = itertools.chain([first], frames)
+    del first
+    return categorical, _survey(chunks, kinds, target, categorical, table.path)
 
 
 def survey_columns(survey: Survey, features: list[str]) -> dict[str, Any]:
@@ -155,18 +193,12 @@ def survey_columns(survey: Survey, features: list[str]) -> dict[str, Any]:
 
 
 def _survey(
-    first: pd.DataFrame,
-    rest: Iterator[pd.DataFrame],
-    features: list[str],
-    target: str,
-    categorical: set[str],
-    path: Path,
+    frames: Iterator[pd.DataFrame], kinds: dict[str, str | None], target: str, categorical: set[str], path: Path
 ) -> Survey:
     import pandas as pd
 
     survey = Survey(distinct={name: [] for name in categorical})
-    kinds = {name: _column_kind(first[name]) for name in features}
-    for frame in _chained(first, rest):
+    for frame in frames:
         for name, count in frame.isna().sum().items():
             survey.missing[str(name)] = survey.missing.get(str(name), 0) + int(count)
         _check_kinds(frame, kinds, categorical, survey.rows, path)
@@ -176,11 +208,6 @@ def _survey(
         survey.targets.append(_column_values(frame[target]).copy())
         survey.rows += len(frame)
     return survey
-
-
-def _chained(first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    yield first
-    yield from rest
 
 
 def _check_kinds(
