@@ -26,8 +26,10 @@ TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
 
 
 @pytest.fixture
-def no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test that reaches exec() would replace pytest itself; fail it instead."""
+def no_exec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A test that reaches exec() would replace pytest itself; fail it instead. Run from tmp_path: the checkout's
+    runs/digits, which `make demo` leaves, would refuse the launch before the option under test is checked."""
+    monkeypatch.chdir(tmp_path)
 
     def refuse(*args: Any) -> None:
         raise AssertionError(f"exec reached: {args}")
