@@ -27,17 +27,27 @@ def stratified_split(labels: np.ndarray, n_take: int, seed: int) -> tuple[np.nda
 
     The caller makes sure stratifying is possible: two members of every class, and at least one of every class
     on each side."""
-    _, class_of, class_sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    members = np.split(np.argsort(class_of.reshape(-1), kind="stable"), np.cumsum(class_sizes)[:-1])
+    class_sizes = np.unique(labels, return_counts=True)[1]
     rng = np.random.RandomState(seed)
     kept_per_class = class_shares(class_sizes, len(labels) - n_take, rng)
     taken_per_class = class_shares(class_sizes - kept_per_class, n_take, rng)
-    kept, taken = [], []
-    for positions, n_kept, n_taken in zip(members, kept_per_class, taken_per_class, strict=True):
-        shuffled = positions[rng.permutation(len(positions))]
-        kept.append(shuffled[:n_kept])
-        taken.append(shuffled[n_kept : n_kept + n_taken])
+    kept, taken = _drawn_per_class(labels, class_sizes, kept_per_class, taken_per_class, rng)
     return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(taken))
+
+
+def _drawn_per_class(
+    labels: np.ndarray, class_sizes: np.ndarray, kept: np.ndarray, taken: np.ndarray, rng: np.random.RandomState
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each class's members (in their original order: a stable sort by label, which orders them as scikit-learn's
+    sort of class ids does), shuffled, then cut into its kept and its taken part. A function of its own so that
+    the sorted positions are freed before the parts are joined."""
+    members = np.split(np.argsort(labels, kind="stable"), np.cumsum(class_sizes)[:-1])
+    kept_parts, taken_parts = [], []
+    for positions, n_kept, n_taken in zip(members, kept, taken, strict=True):
+        shuffled = positions[rng.permutation(len(positions))]
+        kept_parts.append(shuffled[:n_kept])
+        taken_parts.append(shuffled[n_kept : n_kept + n_taken])
+    return kept_parts, taken_parts
 
 
 def class_shares(class_sizes: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
