@@ -153,9 +153,14 @@ def peak_rss(timing: Path) -> int:
 
 def python_peak(code: str, timing: Path) -> int:
     """Peak RSS in bytes of a fresh interpreter running ``code``, under ``/usr/bin/time -v``."""
+    return python_run(code, timing)[0]
+
+
+def python_run(code: str, timing: Path) -> tuple[int, str]:
+    """Peak RSS in bytes and the stdout of a fresh interpreter running ``code``, under ``/usr/bin/time -v``."""
     command = ["/usr/bin/time", "-v", "-o", str(timing), sys.executable, "-c", code]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return peak_rss(timing)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return peak_rss(timing), done.stdout
 
 
 def mib(size: float) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from train_data_common import ChildRun, mib, python_peak, train_child, write_config
+from train_data_common import ChildRun, mib, python_peak, python_run, train_child, write_config
 
 FEATURES = 256
 ROW_GROUP = 65_536
@@ -30,8 +30,10 @@ LIMIT = 10**9  # the issue's bound on peak RSS: 1 GB, read as 10^9 bytes (the st
 MLP = [{"linear": {"out_features": 256}}, "relu", {"linear": {"out_features": 128}}, "relu"]
 MLP += [{"linear": {"out_features": "classes"}}]
 # What `torchport train` on a table imports before it reads a row: the floor under every run's peak RSS.
-IMPORTS = "import torch, sklearn.model_selection, pandas, pyarrow.parquet, torchport.cli, torchport.train.loop"
+IMPORTS = "import torch, pandas, pyarrow.parquet, torchport.cli, torchport.train.loop"
 FIRST_OPTIMIZER = "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])"
+QUICK_EXIT = "; import os; os._exit(0)"  # how `torchport` ends (cli.entry): C's exit would page in 128 MiB more
+CHUNK_SWEEP = (4_096, None, 16_321, 65_536)  # data.chunk_rows for one pass each; None: the default, 8 MiB of values
 
 
 def ensure_parquet(path: Path, rows: int, seed: int = 0) -> float:
@@ -115,10 +117,49 @@ def parquet_section(args: Any, work: Path) -> None:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     report(table, written, cached, runs, args)
-    print(f"  the imports alone ({IMPORTS[7:]}): peak RSS {mib(python_peak(IMPORTS, work / 'imports.time'))}")
+    floor(work)
+    chunk_sweep(table, work)
+
+
+def chunk_sweep(table: Path, work: Path) -> None:
+    """One pass over the table as the first pass reads it, per chunk size, each in a fresh process: the peak above
+    the same process without the pass, and the pass's seconds."""
+    imports, _ = python_run(_pass_code(table, None, read=False), work / "pass-imports.time")
+    print("  one pass over the table (TableFile.frames, each chunk's missing values counted), by data.chunk_rows:")
+    print(f"  {'chunk_rows':>14}{'peak above the imports':>24}{'pass s':>8}")
+    for rows in CHUNK_SWEEP:
+        peak, seconds = python_run(_pass_code(table, rows, read=True), work / f"pass-{rows}.time")
+        label = f"{rows:,}" if rows else "null (8 MiB)"
+        print(f"  {label:>14}{mib(peak - imports):>24}{float(seconds):>8.1f}")
+
+
+def _pass_code(table: Path, rows: int | None, read: bool) -> str:
+    lines = [
+        "import os, pathlib, time",
+        "os.environ.setdefault('ARROW_DEFAULT_MEMORY_POOL', 'system')  # as `torchport` does",
+        "import torch, pandas, pyarrow.parquet",
+        "from torchport.data.tables import TableFile",
+        f"table = TableFile(pathlib.Path({str(table)!r}), 'Parquet', {rows!r})",
+        "names = table.column_names()",
+    ]
+    if read:
+        lines += [
+            "started = time.perf_counter()",
+            "for frame in table.frames(names):\n    frame.isna().sum()",
+            "print(time.perf_counter() - started)",
+        ]
+    return "\n".join(lines) + QUICK_EXIT
+
+
+def floor(work: Path) -> None:
+    """The peak of a process that only imports what `torchport train` imports and builds one optimizer, ended the
+    way `torchport` ends (os._exit), and ended by C's exit, whose static destructors page in torch's CUDA libraries."""
+    print(f"  the imports alone ({IMPORTS[7:]}): peak RSS {mib(python_peak(IMPORTS + QUICK_EXIT, work / 'i.time'))}")
+    with_optimizer = IMPORTS + "; " + FIRST_OPTIMIZER
     print(
         f"  and a first optimizer (torch.optim imports torch._dynamo on it, in every training loop): peak RSS "
-        f"{mib(python_peak(IMPORTS + '; ' + FIRST_OPTIMIZER, work / 'optimizer.time'))}"
+        f"{mib(python_peak(with_optimizer + QUICK_EXIT, work / 'o.time'))}; "
+        f"{mib(python_peak(with_optimizer, work / 'o-exit.time'))} ended by C's exit, as `torchport` no longer is"
     )
 
 
@@ -146,7 +187,8 @@ def report(table: Path, written: float, cached: list[tuple[str, int]], runs: dic
             f"{mib(run.largest_peak):>18}{mib(run.tree_peak):>15}"
         )
     for name, run in runs.items():
-        phases = ", ".join(f"{p} {mib(v)} ({run.phase_seconds.get(p, 0):.0f} s)" for p, v in run.phase_peaks.items())
+        sampled = {phase: peak for phase, peak in run.phase_peaks.items() if peak}  # "exit" may pass unsampled
+        phases = ", ".join(f"{p} {mib(v)} ({run.phase_seconds.get(p, 0):.0f} s)" for p, v in sampled.items())
         print(f"  {name} peak tree RSS by phase: {phases}")
         accuracy = run.summary["final"].get("val_accuracy", float("nan"))
         peak = max(run.largest_peak, run.tree_peak)
