@@ -30,3 +30,15 @@ def test_token_ids_stay_integers_and_regression_targets_floats(tmp_path: Path) -
     x, y = dataset.__getitems__([0, 1])
     assert (x.dtype, y.dtype, y.shape) == (torch.int64, torch.float32, (2, 2))
     assert torch.equal(dataset[1][0], x[1])
+
+
+def test_one_channel_image_batches_have_plain_strides_not_channels_last() -> None:
+    """A size-1 channel axis with the smallest stride makes torch pick channels_last convolutions (10-15 % slower
+    on the digits CNN): every split, and every batch made from it, has a fresh C-ordered array's strides."""
+    data = load_data(DataConfig(), seed=0)
+    plain = torch.empty(data.train.x.shape).stride()
+    for split in (data.train, data.val):
+        assert torch.as_tensor(split.x).stride() == plain
+    loader = batch_loader(data.train, [list(range(5)), [7, 3]], num_workers=0, seed=0)
+    for inputs, _ in loader:
+        assert inputs.stride() == torch.empty(inputs.shape).stride()  # (N, 64, 8, 1), not channels_last's (N, 1, 8, 1)
