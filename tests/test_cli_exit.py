@@ -1,4 +1,4 @@
-"""The command ends with os._exit after doing Python's shutdown by hand (cli.entry): what a normal exit would have
+"""The command ends with os._exit after doing Python's shutdown by hand (cli_exit.py): what a normal exit would have
 done for the user's code must still happen, and the status must be the one main() gave."""
 
 from __future__ import annotations

@@ -9,17 +9,15 @@ people goes to stderr. Heavy imports happen inside the verbs so ``--help`` is in
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
-import ctypes
 import os
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from torchport.cli_exit import arrow_allocates_with_malloc, exit_now, exit_status
 from torchport.cli_json import Document, emit, error_document, stdout_to_stderr
 from torchport.cli_parser import EXIT_INTERNAL, EXIT_USAGE, UsageExit, parse, upgrade_json_file
 from torchport.cli_torchrun import LAUNCH_OPTIONS, hand_over_to_torchrun
@@ -306,7 +304,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int | Outcome]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command line; the exit code (a usage error raises SystemExit(2) after its line, as argparse does)."""
-    _arrow_allocates_with_malloc()
+    arrow_allocates_with_malloc()
     argv = upgrade_json_file(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parse(argv)
@@ -320,13 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json and document is not None and _speaks_for_the_job():
         emit(document)
     return code
-
-
-def _arrow_allocates_with_malloc() -> None:
-    """Arrow's own allocator (mimalloc) keeps the pages a table read has freed: about 170 MiB more at the peak of
-    training on a wide Parquet file. With the C library's malloc, ``data/tables.py`` gives them back. Only a
-    default: the user's own ARROW_DEFAULT_MEMORY_POOL wins, and Arrow reads it once, on its first allocation."""
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 def _run(args: argparse.Namespace, redirect: contextlib.AbstractContextManager[None]) -> tuple[int, Document | None]:
@@ -367,43 +358,12 @@ def _speaks_for_the_job() -> bool:
 
 
 def entry() -> NoReturn:
-    """The ``torchport`` command: ``main``, then the end of a Python process without the C library's exit.
-
-    Python's shutdown is done by hand, in its order: thread pools are stopped and every non-daemon thread is
-    joined, the ``atexit`` handlers run (multiprocessing's, MLflow's, a plugin's), and Python's and C's output
-    buffers are flushed. What is skipped is the C++ static destructors of torch's libraries: with the CUDA build
-    they page in 128 MiB of the CUDA libraries' code and take 0.4 s, so a CPU training run's peak memory came at
-    its very last instant. Nothing of ours is left for them to do: every file torchport writes is closed (and
-    renamed into place) before its verb returns."""
+    """The ``torchport`` command: ``main``, then an exit that skips C's (``cli_exit.py`` says why)."""
     try:
         code = main()
     except SystemExit as stop:
-        code = _exit_status(stop)
-    _exit_now(code)
-
-
-def _exit_status(stop: SystemExit) -> int:
-    """The status ``sys.exit`` would give: None is 0, an int is itself, anything else is printed and is 1."""
-    if stop.code is None or isinstance(stop.code, int):
-        return stop.code or 0
-    print(stop.code, file=sys.stderr)
-    return 1
-
-
-def _exit_now(code: int) -> NoReturn:
-    # What Python's own exit does first: stop idle thread pools (concurrent.futures), then join every non-daemon
-    # thread. Joining them without the first step would wait forever on an idle pool's workers.
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is None:  # a Python without it: its own exit, destructors and all
-        sys.exit(code)
-    shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe, or a stream a handler closed
-            stream.flush()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).fflush(None)  # what native libraries printed through C's stdio
-    os._exit(code)
+        code = exit_status(stop)
+    exit_now(code)
 
 
 if __name__ == "__main__":
