@@ -125,7 +125,7 @@ def release_freed_memory() -> None:
     of a table stay in the process's resident memory otherwise."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no such C library function (musl, macOS), or no CDLL(None)
         return
     trim(0)
 
