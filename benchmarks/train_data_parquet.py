@@ -32,8 +32,8 @@ MLP += [{"linear": {"out_features": "classes"}}]
 # What `torchport train` on a table imports before it reads a row: the floor under every run's peak RSS.
 IMPORTS = "import torch, pandas, pyarrow.parquet, torchport.cli, torchport.train.loop"
 FIRST_OPTIMIZER = "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])"
-QUICK_EXIT = "; import os; os._exit(0)"  # how `torchport` ends (cli.entry): C's exit would page in 128 MiB more
-CHUNK_SWEEP = (4_096, None, 16_321, 65_536)  # data.chunk_rows for one pass each; None: the default, 8 MiB of values
+QUICK_EXIT = "; import os, sys; sys.stdout.flush(); os._exit(0)"  # how `torchport` ends (cli.entry): C's exit would page in 128 MiB more
+CHUNK_SWEEP = (4_096, None, 16_320, 65_536)  # data.chunk_rows for one pass each; None: the default, 8 MiB of values
 
 
 def ensure_parquet(path: Path, rows: int, seed: int = 0) -> float:

@@ -304,7 +304,6 @@ VERBS: dict[str, Callable[[argparse.Namespace], int | Outcome]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command line; the exit code (a usage error raises SystemExit(2) after its line, as argparse does)."""
-    arrow_allocates_with_malloc()
     argv = upgrade_json_file(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parse(argv)
@@ -359,6 +358,7 @@ def _speaks_for_the_job() -> bool:
 
 def entry() -> NoReturn:
     """The ``torchport`` command: ``main``, then an exit that skips C's (``cli_exit.py`` says why)."""
+    arrow_allocates_with_malloc()  # here, not in main(): an in-process caller's environment is its own
     try:
         code = main()
     except SystemExit as stop:

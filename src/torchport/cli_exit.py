@@ -6,7 +6,10 @@ handlers run (multiprocessing's, MLflow's, a plugin's), and Python's and C's out
 is skipped is C's exit, the C++ static destructors of torch's libraries: with the CUDA build they page in
 128 MiB of the CUDA libraries' code and take 0.4 s, so a CPU training run's peak memory came at its very last
 instant. Nothing of ours is left for them to do: every file torchport writes is closed (and renamed into place)
-before its verb returns.
+before its verb returns. What a plain ``os._exit`` would lose is only what Python's own shutdown does beyond
+that: objects' ``__del__`` at the very end (a file a plugin never closed), and a wrapper around the module, such as
+``python -m cProfile -m torchport.cli``, which writes its profile after the module returns. Set
+``TORCHPORT_FULL_EXIT=1`` for those: the process then ends as any Python program does.
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ def exit_now(code: int) -> NoReturn:
     # What Python's own exit does first: stop idle thread pools (concurrent.futures), then join every non-daemon
     # thread. Joining them without the first step would wait forever on an idle pool's workers.
     shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is None:  # a Python without it: its own exit, destructors and all
+    if shutdown is None or os.environ.get("TORCHPORT_FULL_EXIT") == "1":  # Python's own exit, destructors and all
         sys.exit(code)
     shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe, or a stream a handler closed
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a closed pipe or stream, or none at all
             stream.flush()
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(None).fflush(None)  # what native libraries printed through C's stdio

@@ -49,6 +49,16 @@ def test_unstratified_split_takes_what_scikit_learn_takes() -> None:
         np.testing.assert_array_equal(taken, expected[1])
 
 
+def test_the_draws_stay_those_of_scikit_learn_1_9() -> None:
+    """Pinned, so that a scikit-learn that changes its algorithm cannot make the comparisons above pass on new
+    draws: these are scikit-learn 1.9.1's, the draws every run so far was split with."""
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 5, 5], dtype=np.int64)
+    kept, taken = stratified_split(labels, 5, seed=7)
+    assert (kept.tolist(), taken.tolist()) == ([4, 7, 11, 8, 3, 1, 2], [5, 6, 9, 0, 10])
+    kept, taken = shuffled_split(10, 3, seed=42)
+    assert (kept.tolist(), taken.tolist()) == ([0, 7, 2, 9, 4, 3, 6], [8, 1, 5])
+
+
 def test_class_shares_add_up_and_stay_proportional() -> None:
     sizes = np.array([50, 30, 20, 1])
     shares = class_shares(sizes, 10, np.random.RandomState(0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,10 +97,12 @@ class TableFile:
 
         # pre_buffer (pyarrow's default) keeps every row group read so far buffered: memory grows with the file.
         # buffer_size streams each column chunk instead of reading it whole: a row group is all of them at once.
-        with _arrow_on_malloc(), pq.ParquetFile(self.path, pre_buffer=False, buffer_size=PARQUET_READ_BYTES) as table:
+        with _arrow_on_malloc():  # the reader takes the default pool when it is made
+            table = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
+        with table:
             for batch in table.iter_batches(batch_size=self.rows_per_chunk(len(names)), columns=names):
                 # One block per column: number columns stay views of Arrow's buffers instead of being copied.
-                yield batch.to_pandas(split_blocks=True)
+                yield batch.to_pandas(split_blocks=True, memory_pool=_read_pool())
 
     def _reading(self) -> _ReadErrors:
         return _ReadErrors(self.path, self.kind)
@@ -107,17 +110,29 @@ class TableFile:
 
 @contextmanager
 def _arrow_on_malloc() -> Iterator[None]:
-    """Arrow allocates from the C library's malloc during a read, so that ``release_freed_memory`` can give back what
-    the read freed. Arrow's own allocator (mimalloc) kept about 120 MiB that a pass had freed for the rest of the
-    process, even after ``release_unused``, on top of every later phase's peak."""
+    """Arrow's default pool is the C library's malloc while a Parquet reader is made (it keeps the pool it was made
+    with), so that ``release_freed_memory`` can give back what the read freed. Arrow's own allocator (mimalloc) kept
+    about 120 MiB that a pass had freed for the rest of the process, even after ``release_unused``, on top of every
+    later phase's peak. The ``torchport`` command makes malloc Arrow's default for everything (``cli_exit.py``);
+    a user's own ARROW_DEFAULT_MEMORY_POOL is left alone."""
     import pyarrow as pa
 
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        yield
+        return
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
     try:
         yield
     finally:
         pa.set_memory_pool(previous)
+
+
+def _read_pool() -> Any:
+    """The pool a chunk is converted with: the user's default where they chose one, else malloc (see above)."""
+    import pyarrow as pa
+
+    return pa.default_memory_pool() if "ARROW_DEFAULT_MEMORY_POOL" in os.environ else pa.system_memory_pool()
 
 
 def release_freed_memory() -> None:
@@ -180,9 +195,9 @@ def _first_pass(table: TableFile, cfg: DataConfig, features: list[str], target: 
         raise DataError(f"data.path: {table.path} has no rows")
     categorical = _pick_categorical(cfg.categorical, features, first)
     kinds = {name: _column_kind(first[name]) for name in features}
-    # No name keeps the first chunk once it is surveyed: its columns are views of its whole row group, which would
-    # stay decoded in memory (a wide table's 64 MiB) for the rest of the pass.
-    chunks = itertools.chain([first], frames)
+    # No name keeps the first chunk once it is surveyed: its columns are views of Arrow's buffers, which would stay
+    # allocated for the rest of the pass. (An iterator over the list, not the list: chain keeps its arguments.)
+    chunks = itertools.chain(iter([first]), frames)
     del first
     return categorical, _survey(chunks, kinds, target, categorical, table.path)
 
