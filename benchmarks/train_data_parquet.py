@@ -32,7 +32,8 @@ MLP += [{"linear": {"out_features": "classes"}}]
 # What `torchport train` on a table imports before it reads a row: the floor under every run's peak RSS.
 IMPORTS = "import torch, pandas, pyarrow.parquet, torchport.cli, torchport.train.loop"
 FIRST_OPTIMIZER = "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])"
-QUICK_EXIT = "; import os, sys; sys.stdout.flush(); os._exit(0)"  # how `torchport` ends (cli.entry): C's exit would page in 128 MiB more
+# How `torchport` ends (cli_exit.py): C's exit would page in 128 MiB more. Output first: os._exit loses buffers.
+QUICK_EXIT = "; import os, sys; sys.stdout.flush(); os._exit(0)"
 CHUNK_SWEEP = (4_096, None, 16_320, 65_536)  # data.chunk_rows for one pass each; None: the default, 8 MiB of values
 
 
