@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from train_data_common import ChildRun, mib, python_peak, python_run, train_child, write_config
 
+from torchport.data.tables import CHUNK_BYTES
+
 FEATURES = 256
 ROW_GROUP = 65_536
 LIMIT = 10**9  # the issue's bound on peak RSS: 1 GB, read as 10^9 bytes (the stricter of GB and GiB)
@@ -34,7 +36,7 @@ IMPORTS = "import torch, pandas, pyarrow.parquet, torchport.cli, torchport.train
 FIRST_OPTIMIZER = "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])"
 # How `torchport` ends (cli_exit.py): C's exit would page in 128 MiB more. Output first: os._exit loses buffers.
 QUICK_EXIT = "; import os, sys; sys.stdout.flush(); os._exit(0)"
-CHUNK_SWEEP = (4_096, None, 16_320, 65_536)  # data.chunk_rows for one pass each; None: the default, 8 MiB of values
+CHUNK_SWEEP = (4_096, None, 16_320, 65_536)  # data.chunk_rows for one pass each; None: the default (CHUNK_BYTES)
 
 
 def ensure_parquet(path: Path, rows: int, seed: int = 0) -> float:
@@ -130,14 +132,15 @@ def chunk_sweep(table: Path, work: Path) -> None:
     print(f"  {'chunk_rows':>14}{'peak above the imports':>24}{'pass s':>8}")
     for rows in CHUNK_SWEEP:
         peak, seconds = python_run(_pass_code(table, rows, read=True), work / f"pass-{rows}.time")
-        label = f"{rows:,}" if rows else "null (8 MiB)"
+        label = f"{rows:,}" if rows else f"null ({CHUNK_BYTES // 2**20} MiB)"
         print(f"  {label:>14}{mib(peak - imports):>24}{float(seconds):>8.1f}")
 
 
 def _pass_code(table: Path, rows: int | None, read: bool) -> str:
     lines = [
-        "import os, pathlib, time",
-        "os.environ.setdefault('ARROW_DEFAULT_MEMORY_POOL', 'system')  # as `torchport` does",
+        "import pathlib, time",
+        "from torchport.cli_exit import arrow_allocates_with_malloc",
+        "arrow_allocates_with_malloc()  # as `torchport` does",
         "import torch, pandas, pyarrow.parquet",
         "from torchport.data.tables import TableFile",
         f"table = TableFile(pathlib.Path({str(table)!r}), 'Parquet', {rows!r})",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from torchport.data.split_draws import class_shares, shuffled_split, stratified_split
+from torchport.data.split_draws import class_shares, class_sizes, shuffled_split, stratified_split
 
 from .builders import write_csv
 
@@ -36,7 +36,7 @@ def test_stratified_split_takes_what_scikit_learn_takes(case: int) -> None:
     for labels, n_take, seed in _cases(400)[case * 100 : (case + 1) * 100]:
         positions = np.arange(len(labels))
         expected = train_test_split(positions, test_size=n_take, random_state=seed, stratify=labels)
-        kept, taken = stratified_split(labels, n_take, seed)
+        kept, taken = stratified_split(labels, class_sizes(labels), n_take, seed)
         np.testing.assert_array_equal(kept, expected[0])
         np.testing.assert_array_equal(taken, expected[1])
 
@@ -53,7 +53,7 @@ def test_the_draws_stay_those_of_scikit_learn_1_9() -> None:
     """Pinned, so that a scikit-learn that changes its algorithm cannot make the comparisons above pass on new
     draws: these are scikit-learn 1.9.1's, the draws every run so far was split with."""
     labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 5, 5], dtype=np.int64)
-    kept, taken = stratified_split(labels, 5, seed=7)
+    kept, taken = stratified_split(labels, class_sizes(labels), 5, seed=7)
     assert (kept.tolist(), taken.tolist()) == ([4, 7, 11, 8, 3, 1, 2], [5, 6, 9, 0, 10])
     kept, taken = shuffled_split(10, 3, seed=42)
     assert (kept.tolist(), taken.tolist()) == ([0, 7, 2, 9, 4, 3, 6], [8, 1, 5])

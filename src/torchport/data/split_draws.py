@@ -22,26 +22,31 @@ def shuffled_split(n: int, n_take: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return order[n_take:], order[:n_take]
 
 
-def stratified_split(labels: np.ndarray, n_take: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (kept, taken) with ``n_take`` taken and every class in its share on both sides.
+def class_sizes(labels: np.ndarray) -> np.ndarray:
+    """Members of each class, in the order of the sorted labels."""
+    return np.unique(labels, return_counts=True)[1]
+
+
+def stratified_split(labels: np.ndarray, sizes: np.ndarray, n_take: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (kept, taken) with ``n_take`` taken and every class in its share on both sides; ``sizes`` is
+    ``class_sizes(labels)``, which the caller has already needed to decide whether to stratify.
 
     The caller makes sure stratifying is possible: two members of every class, and at least one of every class
     on each side."""
-    class_sizes = np.unique(labels, return_counts=True)[1]
     rng = np.random.RandomState(seed)
-    kept_per_class = class_shares(class_sizes, len(labels) - n_take, rng)
-    taken_per_class = class_shares(class_sizes - kept_per_class, n_take, rng)
-    kept, taken = _drawn_per_class(labels, class_sizes, kept_per_class, taken_per_class, rng)
+    kept_per_class = class_shares(sizes, len(labels) - n_take, rng)
+    taken_per_class = class_shares(sizes - kept_per_class, n_take, rng)
+    kept, taken = _drawn_per_class(labels, sizes, kept_per_class, taken_per_class, rng)
     return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(taken))
 
 
 def _drawn_per_class(
-    labels: np.ndarray, class_sizes: np.ndarray, kept: np.ndarray, taken: np.ndarray, rng: np.random.RandomState
+    labels: np.ndarray, sizes: np.ndarray, kept: np.ndarray, taken: np.ndarray, rng: np.random.RandomState
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each class's members (in their original order: a stable sort by label, which orders them as scikit-learn's
     sort of class ids does), shuffled, then cut into its kept and its taken part. A function of its own so that
     the sorted positions are freed before the parts are joined."""
-    members = np.split(np.argsort(labels, kind="stable"), np.cumsum(class_sizes)[:-1])
+    members = np.split(np.argsort(labels, kind="stable"), np.cumsum(sizes)[:-1])
     kept_parts, taken_parts = [], []
     for positions, n_kept, n_taken in zip(members, kept, taken, strict=True):
         shuffled = positions[rng.permutation(len(positions))]
@@ -50,10 +55,10 @@ def _drawn_per_class(
     return kept_parts, taken_parts
 
 
-def class_shares(class_sizes: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+def class_shares(sizes: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
     """How many of ``draws`` each class gets: its proportional share rounded down, then one more for the classes
     with the largest remainders until ``draws`` are given out, a tie among remainders broken at random."""
-    exact = class_sizes / class_sizes.sum() * draws
+    exact = sizes / sizes.sum() * draws
     shares = np.floor(exact)
     left = int(draws - shares.sum())
     remainders = exact - shares

@@ -17,7 +17,7 @@ import numpy as np
 from torchport.config import DataConfig, SplitConfig
 from torchport.data.rows import Array, Rows, take
 from torchport.data.sources import RawData, read_source
-from torchport.data.split_draws import shuffled_split, stratified_split
+from torchport.data.split_draws import class_sizes, shuffled_split, stratified_split
 from torchport.data.stats import input_stats, streamed_input_stats, target_stats
 from torchport.data.targets import Targets, encode_targets
 from torchport.errors import DataError
@@ -91,19 +91,23 @@ def _carve(indices: np.ndarray, n_take: int, labels: np.ndarray | None, seed: in
     """Split ``indices`` into (kept, taken) with ``n_take`` taken: scikit-learn's draws (``split_draws.py``)."""
     if n_take == 0:
         return indices, indices[:0]
-    sub_labels = labels[indices] if labels is not None else None
-    if sub_labels is not None and _can_stratify(sub_labels, n_take):
-        kept, taken = stratified_split(sub_labels, n_take, seed % 2**32)
-    else:
-        kept, taken = shuffled_split(len(indices), n_take, seed % 2**32)
+    kept, taken = _draw(indices, n_take, labels[indices] if labels is not None else None, seed % 2**32)
     return indices[kept].astype(np.int64, copy=False), indices[taken].astype(np.int64, copy=False)
 
 
-def _can_stratify(labels: np.ndarray, n_take: int) -> bool:
+def _draw(indices: np.ndarray, n_take: int, labels: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``indices`` (kept, taken): stratified by ``labels`` where every class can be."""
+    if labels is not None:
+        sizes = class_sizes(labels)
+        if _can_stratify(sizes, len(labels), n_take):
+            return stratified_split(labels, sizes, n_take, seed)
+    return shuffled_split(len(indices), n_take, seed)
+
+
+def _can_stratify(sizes: np.ndarray, n: int, n_take: int) -> bool:
     """Stratifying needs two of every class, and room for every class on both sides of the split."""
-    counts = np.unique(labels, return_counts=True)[1]
-    classes = len(counts)
-    return bool(counts.min() >= 2) and n_take >= classes and len(labels) - n_take >= classes
+    classes = len(sizes)
+    return bool(sizes.min() >= 2) and n_take >= classes and n - n_take >= classes
 
 
 def _check_samples(raw: RawData) -> None:

@@ -73,7 +73,7 @@ class TableFile:
                 return [str(name) for name in pd.read_csv(self.path, nrows=0).columns]
             import pyarrow.parquet as pq
 
-            with _arrow_on_malloc(), pq.ParquetFile(self.path) as table:
+            with pq.ParquetFile(self.path) as table:
                 schema = table.schema_arrow
             index = {str(name) for name in (schema.pandas_metadata or {}).get("index_columns", [])}
             # A DataFrame saved with its index stores it as a column; pandas reads it back as the index, not data.
@@ -117,11 +117,8 @@ def _arrow_on_malloc() -> Iterator[None]:
     a user's own ARROW_DEFAULT_MEMORY_POOL is left alone."""
     import pyarrow as pa
 
-    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
-        yield
-        return
     previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
+    pa.set_memory_pool(_read_pool())
     try:
         yield
     finally:
